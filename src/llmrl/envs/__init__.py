@@ -1,0 +1,31 @@
+"""Environments: BabyAI-Text, GLAM's text version of BabyAI (Carta et al. 2023).
+
+Importing this package registers the ``BabyAI-Text-*`` ids (``TEXT_ENV_IDS``) with gymnasium::
+
+    import gymnasium as gym
+    import llmrl.envs
+
+    env = gym.make("BabyAI-Text-MixedTrainLocal-v0")
+    obs, info = env.reset(seed=0)
+    info["mission"], info["descriptions"]  # "go to the blue key", ["You see a wall 2 steps forward", ...]
+"""
+
+from llmrl.envs.babyai_levels import HELD_OUT_PAIRS, MIXED_TASKS, MixedLocal
+from llmrl.envs.babyai_text import ACTIONS, TEXT_ENV_IDS, BabyAITextEnv, make, make_vec, register_envs
+from llmrl.envs.describe import describe, describe_env
+
+__all__ = [
+    "ACTIONS",
+    "HELD_OUT_PAIRS",
+    "MIXED_TASKS",
+    "TEXT_ENV_IDS",
+    "BabyAITextEnv",
+    "MixedLocal",
+    "describe",
+    "describe_env",
+    "make",
+    "make_vec",
+    "register_envs",
+]
+
+register_envs()

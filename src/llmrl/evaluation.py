@@ -1,0 +1,160 @@
+"""Run agents for N episodes over environments stepped in lockstep, and summarise what happened.
+
+Episode ``k`` always starts from ``reset(seed=seed + k)``, whatever the number of parallel
+environments, so every agent faces the same N levels and results do not depend on ``n_envs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from llmrl.agents.base import Agent
+from llmrl.stats import mean_interval, wilson_interval
+
+
+@dataclass
+class Episode:
+    seed: int
+    success: bool
+    episode_return: float
+    length: int
+    mission: str = ""
+
+
+@dataclass
+class EvalResult:
+    agent: str
+    env_id: str
+    episodes: list[Episode]
+    wall_seconds: float
+    lm: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.episodes)
+
+    def summary(self) -> dict[str, Any]:
+        succ = sum(e.success for e in self.episodes)
+        lo, hi = wilson_interval(succ, self.n)
+        ret, ret_lo, ret_hi = mean_interval([e.episode_return for e in self.episodes])
+        steps = sum(e.length for e in self.episodes)
+        return {
+            "agent": self.agent,
+            "env_id": self.env_id,
+            "episodes": self.n,
+            "success_rate": succ / max(self.n, 1),
+            "success_ci95": [lo, hi],
+            "mean_return": ret,
+            "return_ci95": [ret_lo, ret_hi],
+            "mean_length": float(np.mean([e.length for e in self.episodes])) if self.episodes else float("nan"),
+            "env_steps": steps,
+            "wall_seconds": self.wall_seconds,
+            "steps_per_second": steps / self.wall_seconds if self.wall_seconds > 0 else float("nan"),
+            **self.lm,
+        }
+
+
+def evaluate(
+    agent: Agent,
+    make_env: Callable[[], gym.Env],
+    n_episodes: int,
+    n_envs: int = 8,
+    seed: int = 0,
+    env_id: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Run ``n_episodes`` episodes of ``agent`` on ``n_envs`` copies of ``make_env()`` in lockstep.
+
+    ``progress(k)`` is called with the number of episodes finished so far.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    n_envs = max(1, min(n_envs, n_episodes))
+    envs = [make_env() for _ in range(n_envs)]
+    obs: list[Any] = [None] * n_envs
+    infos: list[dict[str, Any]] = [{} for _ in range(n_envs)]
+    ep_seed = [0] * n_envs
+    ep_return = [0.0] * n_envs
+    ep_len = [0] * n_envs
+    active: list[int] = []
+    next_episode = 0
+    episodes: list[Episode] = []
+
+    def start(i: int) -> None:
+        nonlocal next_episode
+        ep_seed[i] = seed + next_episode
+        next_episode += 1
+        obs[i], infos[i] = envs[i].reset(seed=ep_seed[i])
+        ep_return[i], ep_len[i] = 0.0, 0
+        agent.begin_episode(i, envs[i], obs[i], infos[i])
+        active.append(i)
+
+    lm_before = agent.lm_stats()
+    t0 = time.perf_counter()
+    for i in range(n_envs):
+        start(i)
+    while active:
+        acting = list(active)
+        actions = agent.act([obs[i] for i in acting], [infos[i] for i in acting], acting)
+        for i, a in zip(acting, actions):
+            obs[i], r, terminated, truncated, infos[i] = envs[i].step(int(a))
+            ep_return[i] += float(r)
+            ep_len[i] += 1
+            if terminated or truncated:
+                success = bool(infos[i].get("success", r > 0))
+                episodes.append(Episode(ep_seed[i], success, ep_return[i], ep_len[i], str(infos[i].get("mission", ""))))
+                active.remove(i)
+                if progress is not None:
+                    progress(len(episodes))
+                if next_episode < n_episodes:
+                    start(i)
+    wall = time.perf_counter() - t0
+    for env in envs:
+        env.close()
+    episodes.sort(key=lambda e: e.seed)
+    # The LM may be shared across evaluations: report this run's calls only.
+    lm = {k: v - lm_before.get(k, 0) for k, v in agent.lm_stats().items()}
+    return EvalResult(agent.name, env_id, episodes, wall, lm)
+
+
+def markdown_table(results: Sequence[EvalResult]) -> str:
+    """One row per (environment, agent): success with its 95% interval, return, length, cost."""
+    head = (
+        "| environment | agent | episodes | success rate [95% CI] | mean return [95% CI] | mean length "
+        "| LM calls | wall time (s) |\n|---|---|---:|---|---|---:|---:|---:|"
+    )
+    rows = [head]
+    for r in results:
+        s = r.summary()
+        lo, hi = s["success_ci95"]
+        rlo, rhi = s["return_ci95"]
+        calls = s.get("lm_calls")
+        rows.append(
+            f"| {s['env_id']} | {s['agent']} | {s['episodes']} | {s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] "
+            f"| {s['mean_return']:.3f} [{rlo:.3f}, {rhi:.3f}] | {s['mean_length']:.1f} "
+            f"| {'-' if calls is None else int(calls)} | {s['wall_seconds']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def write_results(results: Sequence[EvalResult], out_dir: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``results.json`` (summaries and every episode) and ``results.md`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "meta": meta or {},
+        "results": [{"summary": r.summary(), "episodes": [asdict(e) for e in r.episodes]} for r in results],
+    }
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(out / "results.json")
+    (out / "results.md").write_text(markdown_table(results) + "\n")
+    return out

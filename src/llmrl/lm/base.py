@@ -1,0 +1,154 @@
+"""The one interface every language-model backend implements.
+
+A backend answers three questions, each batched over many contexts (many environments) at once:
+
+- ``score(contexts, candidates)``: how likely is each candidate continuation of its context?
+- ``generate(prompts, ...)``: what does the model write after each prompt?
+- ``embed(texts)``: a sentence embedding of each text.
+
+Results are plain dataclasses of numpy arrays and strings, so the RL side never touches torch
+tensors or HTTP payloads.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class LMError(RuntimeError):
+    """A language-model call failed in a way the caller can act on; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class CandidateScores:
+    """Log-likelihoods of the candidates of one context.
+
+    ``logprob[i]`` is log p(candidate_i | context), the sum of its token log-probabilities;
+    ``mean_logprob[i]`` divides that sum by ``n_tokens[i]`` (a length-normalised score).
+    """
+
+    candidates: tuple[str, ...]
+    logprob: np.ndarray
+    mean_logprob: np.ndarray
+    n_tokens: np.ndarray
+
+    def probs(self, normalise_length: bool = False) -> np.ndarray:
+        """A softmax over the candidates: GLAM's policy over action strings."""
+        s = self.mean_logprob if normalise_length else self.logprob
+        z = s - s.max()
+        e = np.exp(z)
+        return e / e.sum()
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The ``n`` completions of one prompt (stop strings removed)."""
+
+    prompt: str
+    texts: tuple[str, ...]
+
+
+def as_candidate_lists(
+    contexts: Sequence[str], candidates: Sequence[str] | Sequence[Sequence[str]]
+) -> list[tuple[str, ...]]:
+    """Normalise ``candidates``: one shared list for every context, or one list per context.
+
+    Raises a ``ValueError`` that names the fix for empty or mismatched input.
+    """
+    if isinstance(contexts, str):
+        raise ValueError("contexts must be a list of strings, got one string: wrap it as [context]")
+    if len(candidates) == 0:
+        raise ValueError("candidates is empty: give at least one candidate string to score")
+    if all(isinstance(c, str) for c in candidates):
+        lists = [tuple(candidates)] * len(contexts)  # type: ignore[arg-type]
+    else:
+        if len(candidates) != len(contexts):
+            raise ValueError(
+                f"got {len(contexts)} contexts but {len(candidates)} candidate lists: give one list "
+                "per context, or a single list of strings shared by all contexts"
+            )
+        lists = [tuple(c) for c in candidates]  # type: ignore[arg-type]
+    for i, cands in enumerate(lists):
+        if len(cands) == 0:
+            raise ValueError(f"context {i} has an empty candidate list: give at least one candidate")
+        for c in cands:
+            if not isinstance(c, str) or c == "":
+                raise ValueError(f"context {i} has a candidate {c!r}: candidates must be non-empty strings")
+    return lists
+
+
+def split_trailing_space(context: str, candidate: str) -> tuple[str, str]:
+    """Move the context's trailing whitespace onto the candidate.
+
+    Tokenizers attach a space to the word that follows it ("Action: " + "go" should be scored as
+    "Action:" + " go"), so scoring "Action: " then "go" would ask the model for a token sequence it
+    never produces. Every backend applies this before tokenising.
+    """
+    stripped = context.rstrip(" ")
+    return stripped, context[len(stripped):] + candidate
+
+
+@dataclass
+class CallStats:
+    """Counters every backend keeps, reported by evaluations (LM calls, tokens, cache hits)."""
+
+    score_calls: int = 0
+    scored_contexts: int = 0
+    generate_calls: int = 0
+    generated_prompts: int = 0
+    embed_calls: int = 0
+    prompt_tokens: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class LanguageModel(abc.ABC):
+    """A language model behind the three batched calls that RL roles need."""
+
+    name: str
+
+    def __init__(self) -> None:
+        self.stats = CallStats()
+
+    @abc.abstractmethod
+    def score(
+        self,
+        contexts: Sequence[str],
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+    ) -> list[CandidateScores]:
+        """Log-probability of each candidate continuation given its context, one result per context.
+
+        ``candidates`` is either one list of strings shared by every context (e.g. the six
+        BabyAI actions) or one list per context.
+        """
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """Continue each prompt; ``temperature == 0`` is greedy. Seeded sampling is reproducible."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence embeddings, shape (len(texts), dim), L2-normalised.
+
+        Backends delegate to the shared MiniLM embedder unless they have their own.
+        """
+        from llmrl.lm.embed import default_embedder
+
+        self.stats.embed_calls += 1
+        return default_embedder().embed(texts)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sockets, processes or memory held by the backend."""

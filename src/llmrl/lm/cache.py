@@ -1,0 +1,309 @@
+"""A persistent cache of deterministic LM results, shared by every process on the machine.
+
+Evaluations re-score the same (context, candidates) many times: the same seeds, the same first
+observations, the same prompts in a sweep. :class:`CachedLM` wraps any backend and answers those
+from a sqlite file; :class:`ResultCache` is the store.
+
+The store is safe under concurrent processes (parallel env workers, sweeps): sqlite in WAL mode
+(readers never block the writer), a busy time-out instead of "database is locked" errors, and one
+short ``BEGIN IMMEDIATE`` transaction of ``INSERT OR IGNORE`` per write (results are
+deterministic, so whichever process writes a key first wins and the others agree with it).
+WAL needs a local filesystem: do not put the cache on NFS.
+
+Only *frozen* models belong behind a cache: the key is the model's name, so a model whose weights
+change (a policy being trained) must not be wrapped, or must pass ``model_key`` naming its weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrl.lm.base import CandidateScores, Generation, LanguageModel, LMError, as_candidate_lists
+
+CACHE_FILE = "lm-cache.sqlite"
+_KEY_VERSION = 1  # bump when the meaning of stored values changes
+_SQL_CHUNK = 500  # keys per SELECT, below sqlite's bound-parameter limit
+
+
+def cache_dir() -> Path:
+    """llmrl's cache folder: ``$LLMRL_CACHE_DIR``, else ``~/.cache/llmrl`` (not created here)."""
+    return Path(os.environ.get("LLMRL_CACHE_DIR") or "~/.cache/llmrl").expanduser()
+
+
+def default_cache_path() -> Path:
+    """Where :class:`ResultCache` keeps its file by default: ``cache_dir() / "lm-cache.sqlite"``."""
+    return cache_dir() / CACHE_FILE
+
+
+def cache_key(model: str, method: str, inputs: Any, params: Mapping[str, Any]) -> str:
+    """sha256 of a canonical JSON of (model, method, inputs, params): equal calls, equal keys.
+
+    Canonical means sorted dict keys, no whitespace, tuples as lists. Give numbers a fixed type
+    (``float(temperature)``): JSON writes ``0`` and ``0.0`` differently.
+    """
+    payload = json.dumps(
+        [_KEY_VERSION, model, method, inputs, dict(params)],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=True,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    """A key -> JSON value store in one sqlite file, safe for concurrent threads and processes.
+
+    Args:
+        path: the sqlite file; ``None`` is :func:`default_cache_path`. Parent folders are created.
+        timeout: seconds a writer waits for another process's write before giving up.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, timeout: float = 60.0) -> None:
+        self.path = Path(path) if path is not None else default_cache_path()
+        self.timeout = float(timeout)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._connection()  # fail here, with a clear message, rather than at the first call
+
+    key = staticmethod(cache_key)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # A connection inherited through fork() must not be used in the child: open a new one.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LMError(f"cannot create the cache folder {self.path.parent} ({e}): set LLMRL_CACHE_DIR") from e
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                # Switching to WAL needs a moment alone with the file; it sticks to the file after.
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS results ("
+                    "key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
+                )
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise LMError(
+                    f"cannot open the LM cache {self.path} ({e}): delete the file, or point "
+                    "LLMRL_CACHE_DIR at a local folder"
+                ) from e
+            except sqlite3.DatabaseError as e:
+                raise LMError(f"the LM cache {self.path} is not a usable sqlite file ({e}): delete it") from e
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The stored values of those ``keys`` that are present."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, Any] = {}
+        with self._lock:
+            conn = self._connection()
+            for i in range(0, len(keys), _SQL_CHUNK):
+                chunk = keys[i : i + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, value in conn.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk):
+                    found[key] = json.loads(value)
+        return found
+
+    def put_many(self, items: Mapping[str, Any]) -> None:
+        """Store values (JSON-serialisable) in one short transaction; existing keys keep their value.
+
+        A write that fails (disk full, lock held past ``timeout``) warns and is skipped: the cache
+        only saves work, it must not stop a run.
+        """
+        if not items:
+            return
+        now = time.time()
+        rows = [(k, json.dumps(v, separators=(",", ":"), allow_nan=True), now) for k, v in items.items()]
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany("INSERT OR IGNORE INTO results (key, value, created) VALUES (?, ?, ?)", rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                warnings.warn(f"llmrl: could not write {len(rows)} results to the LM cache {self.path}: {e}", stacklevel=2)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.get_many([key]).get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self.put_many({key: value})
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.get_many([key])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._connection().execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable: the receiving process opens its own connection
+        return {"path": self.path, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["timeout"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"ResultCache({str(self.path)!r})"
+
+
+class CachedLM(LanguageModel):
+    """Any backend, with its deterministic results kept in a :class:`ResultCache`.
+
+    - ``score``: one entry per (context, candidate list); misses go to the inner backend in one call.
+    - ``generate``: cached only when deterministic. Greedy (``temperature == 0``) is cached per
+      prompt. Seeded sampling is cached per *batch*: a backend samples a batch from one random
+      stream, so a prompt's seeded sample depends on the rest of the batch.
+    - ``embed``: delegated, not cached.
+
+    ``self.stats`` counts the calls made to this wrapper and the cache hits and misses (per context
+    or prompt); ``inner.stats`` counts the work the backend actually did.
+
+    Args:
+        inner: the backend to wrap.
+        cache: a :class:`ResultCache`, a path to its file, or ``None`` for the default file.
+        model_key: what names the model in cache keys; defaults to ``inner.name``. Change it when
+            the weights change (a checkpoint hash) or results would come from the old weights.
+    """
+
+    def __init__(
+        self,
+        inner: LanguageModel,
+        cache: ResultCache | str | os.PathLike[str] | None = None,
+        model_key: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.cache = cache if isinstance(cache, ResultCache) else ResultCache(cache)
+        self.model_key = model_key or getattr(inner, "name", None) or type(inner).__name__
+        self.name = getattr(inner, "name", self.model_key)
+
+    def score(
+        self,
+        contexts: Sequence[str],
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+    ) -> list[CandidateScores]:
+        lists = as_candidate_lists(contexts, candidates)
+        keys = [cache_key(self.model_key, "score", [ctx, list(c)], {}) for ctx, c in zip(contexts, lists)]
+        found = self.cache.get_many(keys)
+        todo = {k: (ctx, c) for k, ctx, c in zip(keys, contexts, lists) if k not in found}
+        if todo:
+            ctxs = [ctx for ctx, _ in todo.values()]
+            cands = [list(c) for _, c in todo.values()]
+            fresh = self.inner.score(ctxs, cands)
+            new = {
+                k: {
+                    "logprob": r.logprob.tolist(),
+                    "mean_logprob": r.mean_logprob.tolist(),
+                    "n_tokens": r.n_tokens.tolist(),
+                }
+                for k, r in zip(todo, fresh)
+            }
+            self.cache.put_many(new)
+            found.update(new)
+        hits = sum(1 for k in keys if k not in todo)
+        self.stats.score_calls += 1
+        self.stats.scored_contexts += len(lists)
+        self.stats.cache_hits += hits
+        self.stats.cache_misses += len(keys) - hits
+        return [
+            CandidateScores(
+                candidates=c,
+                logprob=np.asarray(found[k]["logprob"], dtype=np.float64),
+                mean_logprob=np.asarray(found[k]["mean_logprob"], dtype=np.float64),
+                n_tokens=np.asarray(found[k]["n_tokens"], dtype=np.int64),
+            )
+            for k, c in zip(keys, lists)
+        ]
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of strings, got one string: wrap it as [prompt]")
+        prompts = list(prompts)
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stops, n=n, seed=seed)
+        self.stats.generate_calls += 1
+        self.stats.generated_prompts += len(prompts)
+        params = {
+            "max_new_tokens": int(max_new_tokens),
+            "temperature": float(temperature),
+            "top_p": float(top_p),
+            "stop": stops,
+            "n": int(n),
+            "seed": None if seed is None else int(seed),
+        }
+        if temperature == 0:
+            keys = [cache_key(self.model_key, "generate", p, params) for p in prompts]
+            found = self.cache.get_many(keys)
+            todo = {k: p for k, p in zip(keys, prompts) if k not in found}
+            if todo:
+                fresh = self.inner.generate(list(todo.values()), **kwargs)  # type: ignore[arg-type]
+                new = {k: list(g.texts) for k, g in zip(todo, fresh)}
+                self.cache.put_many(new)
+                found.update(new)
+            hits = sum(1 for k in keys if k not in todo)
+            self.stats.cache_hits += hits
+            self.stats.cache_misses += len(keys) - hits
+            return [Generation(prompt=p, texts=tuple(found[k])) for k, p in zip(keys, prompts)]
+        if seed is not None:
+            key = cache_key(self.model_key, "generate_batch", prompts, params)
+            texts = self.cache.get(key)
+            if texts is not None:
+                self.stats.cache_hits += len(prompts)
+            else:
+                self.stats.cache_misses += len(prompts)
+                texts = [list(g.texts) for g in self.inner.generate(prompts, **kwargs)]  # type: ignore[arg-type]
+                self.cache.put(key, texts)
+            return [Generation(prompt=p, texts=tuple(t)) for p, t in zip(prompts, texts)]
+        return self.inner.generate(prompts, **kwargs)  # type: ignore[arg-type]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.stats.embed_calls += 1
+        return self.inner.embed(texts)
+
+    def close(self) -> None:
+        self.inner.close()
+        self.cache.close()

@@ -1,0 +1,345 @@
+"""The transformers backend: any causal LM from a local folder or a GGUF file, trainable.
+
+Scoring is where the cost of an LM policy lies, so it is done the efficient way:
+
+1. every context is encoded once (a batch, left-padded), keeping its KV cache;
+2. the cache rows are repeated for that context's candidates and the candidate tokens run as one
+   continuation batch;
+3. the output layer runs only at the positions that predict a candidate token. gemma-3's 262k-row
+   output layer costs more than the rest of the model per position, so this matters as much as
+   the prefix sharing.
+
+``score_naive`` runs each (context, candidate) pair as its own sequence with full logits: the
+reference that tests check the fast path against, and the baseline of the scoring benchmark.
+
+The torch module stays reachable (``.model``), and ``score_tensors`` returns differentiable
+log-probabilities plus the hidden state of each context's last token, for value heads and LoRA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmrl.lm.base import (
+    CandidateScores,
+    Generation,
+    LanguageModel,
+    LMError,
+    as_candidate_lists,
+    split_trailing_space,
+)
+
+
+def cpu_supports_bf16() -> bool:
+    """True where bf16 matmuls run natively on this CPU (AVX512-BF16 or AMX), so bf16 is faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(table)}")
+    return table[dtype]
+
+
+@dataclass
+class ScoreTensors:
+    """Differentiable scores of one flattened batch of (context, candidate) pairs."""
+
+    logprob: torch.Tensor  # (n_pairs,) summed token log-probs
+    n_tokens: torch.Tensor  # (n_pairs,)
+    context_index: torch.Tensor  # (n_pairs,) which context each pair belongs to
+    context_hidden: torch.Tensor  # (n_contexts, hidden) final-layer state of each context's last token
+
+
+class HFLM(LanguageModel):
+    """A transformers causal LM. ``path`` is a folder with config.json and weights."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        device: str = "cpu",
+        dtype: str | torch.dtype = "auto",
+        context_batch_size: int = 16,
+        pair_batch_size: int = 128,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path).expanduser()
+        if not (path / "config.json").exists():
+            raise LMError(
+                f"{path} is not a Hugging Face model folder (no config.json). Pass a folder saved "
+                "with save_pretrained, a .gguf file, or a registered name (see llmrl.lm.registry)."
+            )
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.name = name or path.name
+        self.path = path
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype, device)
+        t0 = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device)
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - t0
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.context_batch_size = context_batch_size
+        self.pair_batch_size = pair_batch_size
+        # Prepend BOS ourselves: some tokenizers add it, some do not, and scores depend on it.
+        self._bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+
+    # ----------------------------------------------------------------- tokens
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _pair_ids(self, context: str, candidate: str) -> tuple[list[int], list[int]]:
+        ctx, cand = split_trailing_space(context, candidate)
+        return self._bos + self._encode(ctx), self._encode(cand)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+    def _decoder(self) -> torch.nn.Module:
+        return self.model.get_decoder()
+
+    def _logprobs_at(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """log p(token_ids | hidden) through the output layer, for selected rows only."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.log_softmax(logits, dim=-1).gather(-1, token_ids[:, None]).squeeze(-1)
+
+    # ---------------------------------------------------------------- scoring
+    def score_tensors(
+        self, contexts: Sequence[str], candidates: Sequence[Sequence[str]]
+    ) -> ScoreTensors:
+        """Shared-prefix scoring of one batch; differentiable when grad is enabled.
+
+        ``candidates[i]`` are the candidates of ``contexts[i]``. The pairs come back flattened in
+        order (context 0's candidates, then context 1's, ...).
+        """
+        pad = self.tokenizer.pad_token_id
+        dev = self.device
+        ctx_ids, cand_ids, owner = [], [], []
+        for i, (c, cands) in enumerate(zip(contexts, candidates)):
+            ids = None
+            for cand in cands:
+                ctx_i, cand_i = self._pair_ids(c, cand)
+                if not cand_i:
+                    raise ValueError(f"candidate {cand!r} tokenises to nothing: use a non-empty string")
+                ids = ctx_i
+                cand_ids.append(cand_i)
+                owner.append(i)
+            ctx_ids.append(ids)
+        n_ctx, n_pairs = len(ctx_ids), len(cand_ids)
+
+        # 1. encode contexts once: left-pad so every context ends at the same column.
+        T = max(len(x) for x in ctx_ids)
+        ctx = torch.full((n_ctx, T), pad, dtype=torch.long)
+        ctx_mask = torch.zeros((n_ctx, T), dtype=torch.long)
+        for i, ids in enumerate(ctx_ids):
+            ctx[i, T - len(ids):] = torch.tensor(ids)
+            ctx_mask[i, T - len(ids):] = 1
+        ctx_pos = (ctx_mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._decoder()(
+            input_ids=ctx.to(dev), attention_mask=ctx_mask.to(dev), position_ids=ctx_pos.to(dev),
+            use_cache=True,
+        )
+        ctx_hidden = out.last_hidden_state[:, -1]  # predicts every candidate's first token
+        cache = out.past_key_values
+
+        # 2. continue each context's cache with its candidates' tokens (all but the last token:
+        #    nothing needs the prediction that follows a candidate).
+        owner_t = torch.tensor(owner, dtype=torch.long)
+        lengths = torch.tensor([len(x) for x in cand_ids], dtype=torch.long)
+        first_tok = torch.tensor([x[0] for x in cand_ids], dtype=torch.long)
+        logprob = self._logprobs_at(ctx_hidden[owner_t.to(dev)], first_tok.to(dev))
+        L = int(lengths.max()) - 1
+        if L > 0:
+            cont = torch.full((n_pairs, L), pad, dtype=torch.long)
+            cont_mask = torch.zeros((n_pairs, L), dtype=torch.long)
+            for j, ids in enumerate(cand_ids):
+                cont[j, : len(ids) - 1] = torch.tensor(ids[:-1])
+                cont_mask[j, : len(ids) - 1] = 1
+            cache.reorder_cache(owner_t.to(dev))
+            mask = torch.cat([ctx_mask[owner_t], cont_mask], dim=1)
+            ctx_len = ctx_mask.sum(-1)[owner_t]
+            pos = ctx_len[:, None] + torch.arange(L)[None, :]
+            h = self._decoder()(
+                input_ids=cont.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                past_key_values=cache, use_cache=True,
+            ).last_hidden_state
+            # 3. output layer only where a candidate token is predicted: position k -> token k+1.
+            rows, cols, targets = [], [], []
+            for j, ids in enumerate(cand_ids):
+                for k in range(len(ids) - 1):
+                    rows.append(j)
+                    cols.append(k)
+                    targets.append(ids[k + 1])
+            if rows:
+                r = torch.tensor(rows, device=dev)
+                lp = self._logprobs_at(h[r, torch.tensor(cols, device=dev)], torch.tensor(targets, device=dev))
+                logprob = logprob.index_add(0, r, lp)
+        return ScoreTensors(logprob, lengths.to(dev), owner_t.to(dev), ctx_hidden)
+
+    def score(
+        self,
+        contexts: Sequence[str],
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+    ) -> list[CandidateScores]:
+        lists = as_candidate_lists(contexts, candidates)
+        self.stats.score_calls += 1
+        self.stats.scored_contexts += len(contexts)
+        results: list[CandidateScores] = []
+        with torch.inference_mode():
+            for start, stop in self._chunks(lists):
+                st = self.score_tensors(contexts[start:stop], lists[start:stop])
+                lp = st.logprob.float().cpu().numpy()
+                nt = st.n_tokens.cpu().numpy()
+                k = 0
+                for cands in lists[start:stop]:
+                    s, n = lp[k : k + len(cands)], nt[k : k + len(cands)]
+                    results.append(CandidateScores(cands, s, s / n, n))
+                    k += len(cands)
+        return results
+
+    def _chunks(self, lists: list[tuple[str, ...]]) -> Iterator[tuple[int, int]]:
+        """Split contexts so a chunk has at most ``context_batch_size`` contexts and about
+        ``pair_batch_size`` (context, candidate) pairs: bounds memory for long candidate lists."""
+        start, pairs = 0, 0
+        for i, cands in enumerate(lists):
+            if i > start and (i - start >= self.context_batch_size or pairs + len(cands) > self.pair_batch_size):
+                yield start, i
+                start, pairs = i, 0
+            pairs += len(cands)
+        if start < len(lists):
+            yield start, len(lists)
+
+    def score_naive(
+        self,
+        contexts: Sequence[str],
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+    ) -> list[CandidateScores]:
+        """Reference scorer: every (context, candidate) pair is its own sequence, run through the
+        whole model with full logits (batched ``pair_batch_size`` pairs at a time, right-padded)."""
+        lists = as_candidate_lists(contexts, candidates)
+        pairs = [self._pair_ids(c, cand) for c, cands in zip(contexts, lists) for cand in cands]
+        pad = self.tokenizer.pad_token_id
+        lp = np.zeros(len(pairs), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(pairs), self.pair_batch_size):
+                chunk = pairs[start : start + self.pair_batch_size]
+                T = max(len(a) + len(b) for a, b in chunk)
+                ids = torch.full((len(chunk), T), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for j, (a, b) in enumerate(chunk):
+                    ids[j, : len(a) + len(b)] = torch.tensor(a + b)
+                    mask[j, : len(a) + len(b)] = 1
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)
+                tok = logp.gather(-1, ids[:, 1:, None].to(self.device)).squeeze(-1).cpu()
+                for j, (a, b) in enumerate(chunk):
+                    lp[start + j] = float(tok[j, len(a) - 1 : len(a) + len(b) - 1].sum())
+        results, k = [], 0
+        for cands in lists:
+            s = lp[k : k + len(cands)]
+            n = np.array([len(pairs[k + i][1]) for i in range(len(cands))])
+            results.append(CandidateScores(cands, s, s / n, n))
+            k += len(cands)
+        return results
+
+    def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
+        """Per-token log-probs of ``text`` (the first token has none): what a server's
+        ``echo`` + ``logprobs`` returns. Used by the OpenAI-compatible server in ``llmrl.lm.serve``."""
+        ids = self._bos + self._encode(text)
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits.float()
+            logp = torch.log_softmax(logits[0, :-1], dim=-1)
+            lp = logp.gather(-1, torch.tensor(ids[1:], device=self.device)[:, None]).squeeze(-1).tolist()
+        pieces = [self.tokenizer.decode([t]) for t in ids]
+        out: list[tuple[str, float | None]] = [(pieces[i], lp[i - 1] if i > 0 else None) for i in range(len(ids))]
+        # The BOS token is not part of the text a server echoes.
+        return out[len(self._bos):] if self._bos else out
+
+    # ------------------------------------------------------------- generation
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        if isinstance(prompts, str):
+            raise ValueError("generate() takes a list of prompts, got one string: wrap it as [prompt]")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.stats.generate_calls += 1
+        self.stats.generated_prompts += len(prompts)
+        if len(prompts) == 0:
+            return []
+        pad = self.tokenizer.pad_token_id
+        encoded = [self._bos + self._encode(p) for p in prompts]
+        T = max(len(x) for x in encoded)
+        ids = torch.full((len(prompts), T), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, x in enumerate(encoded):
+            ids[i, T - len(x):] = torch.tensor(x)
+            mask[i, T - len(x):] = 1
+        self.stats.prompt_tokens += int(mask.sum())
+        kwargs: dict = dict(max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=pad)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        with rng, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        texts = self.tokenizer.batch_decode(out[:, T:], skip_special_tokens=True)
+        gens = []
+        for i, p in enumerate(prompts):
+            gens.append(Generation(p, tuple(truncate_at_stop(t, stop) for t in texts[i * n : (i + 1) * n])))
+        return gens
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` at the first occurrence of any stop string."""
+    cut = len(text)
+    for s in stop:
+        k = text.find(s)
+        if k != -1:
+            cut = min(cut, k)
+    return text[:cut]

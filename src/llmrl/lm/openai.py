@@ -1,0 +1,558 @@
+"""Any OpenAI-compatible server as a backend: vLLM, llama.cpp server, Ollama, SGLang, or llmrl's own.
+
+Scoring needs the log-probabilities of a *prompt's* tokens, which the OpenAI API gives in two ways:
+
+- ``echo``: the legacy ``/v1/completions`` with ``echo: true, logprobs: 1, max_tokens: 0`` echoes
+  the prompt's tokens with ``token_logprobs`` and ``text_offset`` (OpenAI's legacy API, llama.cpp
+  server, older vLLM). Servers that reject ``max_tokens: 0`` are retried with ``max_tokens: 1``.
+- ``prompt_logprobs``: vLLM's extension, ``prompt_logprobs: 1``, answers one dict per prompt token
+  ``{token_id: {logprob, rank, decoded_token}}`` (the first entry is null: nothing precedes it).
+
+``auto`` (the default) tries echo, then prompt_logprobs, and keeps the first that works.
+
+Which tokens belong to the candidate: the prompt is ``context + candidate`` (after
+:func:`split_trailing_space`), and a candidate token is any prompt token that *ends* after the
+context, so a token that straddles the boundary counts for the candidate. Token ends come from
+``text_offset`` in echo mode (shifted so the last prompt token ends at ``len(prompt)``, which
+absorbs a BOS token decoded as text such as ``<s>``), and from the lengths of ``decoded_token``
+counted back from the end of the prompt in prompt_logprobs mode. Where a server gives no
+``decoded_token``, the context alone is tokenised through the server's ``/tokenize`` endpoint
+(once per context) and the prompt tokens after the two tokenisations' common prefix count for
+the candidate. Both fail only for tokenisers whose
+token texts do not concatenate to the prompt (byte pieces of one multi-byte character).
+
+Every (context, candidate) pair is one HTTP request, sent concurrently from a small thread pool;
+identical pairs within one call are sent once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from llmrl.lm.base import (
+    CandidateScores,
+    Generation,
+    LanguageModel,
+    LMError,
+    as_candidate_lists,
+    split_trailing_space,
+)
+
+LOGPROBS_MODES = ("auto", "echo", "prompt_logprobs")
+_EMBED_BATCH = 64
+_MAX_RETRY_AFTER_S = 30.0
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class HTTPStatusError(LMError):
+    """The server answered with an HTTP error status; ``status`` and the server's message are kept."""
+
+    def __init__(self, message: str, status: int, server_message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_message = server_message
+
+
+class _NoLogprobs(Exception):
+    """A response without the log-probs we asked for (internal: triggers the next mode)."""
+
+
+class OpenAILM(LanguageModel):
+    """A model behind an OpenAI-compatible HTTP server.
+
+    Args:
+        base_url: the server's root, e.g. ``http://localhost:8000`` (a trailing ``/v1`` is fine).
+        model: the model name the server knows (``GET /v1/models`` lists them).
+        api_key: sent as a bearer token; defaults to ``$OPENAI_API_KEY``, else ``"EMPTY"``.
+        timeout: seconds to wait for one HTTP response.
+        max_retries: retries after connection errors, time-outs, HTTP 429 and 5xx (never other 4xx).
+        backoff: first retry delay in seconds, doubled at each retry (a ``Retry-After`` header wins).
+        logprobs_mode: ``"echo"``, ``"prompt_logprobs"`` or ``"auto"`` (see the module docstring).
+        max_concurrency: HTTP requests in flight at once.
+        embedding_model: a model name for ``/v1/embeddings``; ``None`` embeds locally with MiniLM.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        logprobs_mode: str = "auto",
+        max_concurrency: int = 8,
+        embedding_model: str | None = None,
+    ) -> None:
+        super().__init__()
+        if logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(
+                f"unknown logprobs_mode {logprobs_mode!r}: use 'auto', 'echo' (echo+logprobs) or "
+                "'prompt_logprobs' (vLLM)"
+            )
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"base_url {base_url!r} is not an http(s) URL: give e.g. http://localhost:8000")
+        if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ValueError("need max_concurrency >= 1, max_retries >= 0 and timeout > 0")
+        root = base_url.rstrip("/")
+        if root.endswith("/v1"):
+            root = root[: -len("/v1")]
+        self.base_url = root
+        self.model = model
+        self.name = f"openai:{model}"
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.logprobs_mode = logprobs_mode
+        self.max_concurrency = int(max_concurrency)
+        self.embedding_model = embedding_model
+        # Settled by the first scored pair (a serial probe), then read by the worker threads.
+        self._mode: str | None = None if logprobs_mode == "auto" else logprobs_mode
+        self._probed = False
+        self._echo_max_tokens = 0
+        self._needs_tokenize = False  # prompt_logprobs without decoded_token (older vLLM)
+        self._setup_runtime()
+
+    def _setup_runtime(self) -> None:
+        self._stats_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._token_ids: dict[str, list[int]] = {}
+        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        # A proxy from the environment must not capture a server on this machine.
+        proxies: dict[str, str] | None = {} if host in ("localhost", "127.0.0.1", "::1") else None
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for worker processes (Ray, multiprocessing)
+        state = self.__dict__.copy()
+        for k in ("_stats_lock", "_pool", "_token_ids", "_opener"):
+            state.pop(k)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._setup_runtime()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    # ------------------------------------------------------------------ scoring
+
+    def score(
+        self,
+        contexts: Sequence[str],
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+    ) -> list[CandidateScores]:
+        lists = as_candidate_lists(contexts, candidates)
+        pairs = [split_trailing_space(ctx, cand) for ctx, cands in zip(contexts, lists) for cand in cands]
+        unique = list(dict.fromkeys(pairs))
+        results: dict[tuple[str, str], tuple[float, int, int]] = {}
+        if unique and not self._probed:
+            # The first pair runs alone so that the mode (and max_tokens 0 or 1) is settled once,
+            # not discovered by 48 concurrent failures.
+            results[unique[0]] = self._probe(unique[0])
+            self._probed = True
+            unique = unique[1:]
+        mode = self._mode
+        assert mode is not None
+        if self._needs_tokenize:  # fetch each context's tokens once, not once per candidate
+            todo = list(dict.fromkeys(c for c, _ in unique if c not in self._token_ids))
+            self._map(self._tokenize, todo)
+        for pair, res in zip(unique, self._map(lambda p: self._score_pair(mode, p), unique)):
+            results[pair] = res
+
+        out = []
+        k = 0
+        for cands in lists:
+            lp = np.empty(len(cands), dtype=np.float64)
+            nt = np.empty(len(cands), dtype=np.int64)
+            for j in range(len(cands)):
+                lp[j], nt[j], _ = results[pairs[k]]
+                k += 1
+            out.append(CandidateScores(candidates=cands, logprob=lp, mean_logprob=lp / nt, n_tokens=nt))
+        with self._stats_lock:
+            self.stats.score_calls += 1
+            self.stats.scored_contexts += len(lists)
+            self.stats.prompt_tokens += sum(r[2] for r in results.values())
+        return out
+
+    def _probe(self, pair: tuple[str, str]) -> tuple[float, int, int]:
+        modes = ["echo", "prompt_logprobs"] if self._mode is None else [self._mode]
+        failures = []
+        for mode in modes:
+            try:
+                result = self._score_pair(mode, pair)
+            except _NoLogprobs as e:
+                failures.append(f"{mode}: {e}")
+                continue
+            except HTTPStatusError as e:
+                # 400/422: the server rejects the fields; 501: it does not implement them.
+                if e.status not in (400, 422, 501):
+                    raise
+                failures.append(f"{mode}: HTTP {e.status} {e.server_message}")
+                continue
+            self._mode = mode
+            return result
+        raise LMError(
+            f"the server at {self.base_url} returned no prompt log-probs ({'; '.join(failures)}): "
+            "llmrl needs echo+logprobs (llama.cpp server, older vLLM) or vLLM's prompt_logprobs; "
+            "use a backend that supports them, or the hf backend"
+        )
+
+    def _score_pair(self, mode: str, pair: tuple[str, str]) -> tuple[float, int, int]:
+        """(sum of the candidate's token log-probs, its token count, the prompt's token count)."""
+        context, candidate = pair
+        if mode == "echo":
+            logprobs, ends, n_prompt = self._echo_logprobs(context + candidate)
+            selected = [i for i in range(n_prompt) if ends[i] > len(context)]
+        else:
+            logprobs, ends, ids, n_prompt = self._prompt_logprobs(context + candidate, len(context))
+            if ends is not None:
+                selected = [i for i in range(n_prompt) if ends[i] > len(context)]
+            else:
+                self._needs_tokenize = True
+                # No token texts: the context's own tokens (from /tokenize) are the common prefix
+                # of the two tokenisations; a token that straddles the boundary differs there.
+                ctx_ids = self._tokenize(context)
+                k = 0
+                while k < min(len(ctx_ids), n_prompt) and (ids[k] is None or ids[k] == str(ctx_ids[k])):
+                    k += 1
+                selected = list(range(k, n_prompt))
+        if not selected:
+            raise LMError(
+                f"malformed response from {self.base_url}/v1/completions: no prompt token covers the "
+                f"candidate {candidate!r}"
+            )
+        total = 0.0
+        for i in selected:
+            if logprobs[i] is None:
+                if i == 0:
+                    raise LMError(
+                        f"cannot score {candidate!r} after context {context!r}: the server gives no "
+                        "log-prob for the first token of a prompt (its model adds no BOS token); "
+                        "give a non-empty context"
+                    )
+                raise LMError(f"malformed response from {self.base_url}: null log-prob at prompt token {i}")
+            total += float(logprobs[i])
+        return total, len(selected), n_prompt
+
+    def _echo_logprobs(self, prompt: str) -> tuple[list[float | None], list[int], int]:
+        body = {"model": self.model, "prompt": prompt, "echo": True, "logprobs": 1, "temperature": 0.0}
+        max_tokens = self._echo_max_tokens
+        try:
+            resp = self._post("/v1/completions", {**body, "max_tokens": max_tokens})
+        except HTTPStatusError as e:
+            if max_tokens != 0 or e.status not in (400, 422):
+                raise
+            # Older vLLM and some servers reject max_tokens 0; one generated token is ignored below.
+            max_tokens = 1
+            resp = self._post("/v1/completions", {**body, "max_tokens": max_tokens})
+            self._echo_max_tokens = 1
+        lp = _first_choice(resp, self.base_url).get("logprobs")
+        if not isinstance(lp, dict) or not lp.get("token_logprobs"):
+            raise _NoLogprobs("logprobs missing from the response")
+        token_lps = lp["token_logprobs"]
+        offsets = lp.get("text_offset")
+        tokens = lp.get("tokens")
+        if not isinstance(offsets, list) or len(offsets) != len(token_lps):
+            raise _NoLogprobs("text_offset missing from the logprobs")
+        n = len(token_lps)
+        usage = resp.get("usage") or {}
+        n_prompt = usage.get("prompt_tokens")
+        if not (isinstance(n_prompt, int) and 0 < n_prompt <= n):
+            n_prompt = n if max_tokens == 0 else sum(1 for o in offsets if o < len(prompt))
+        ends = [int(offsets[i + 1]) for i in range(n_prompt - 1)]
+        if isinstance(tokens, list) and len(tokens) == n and isinstance(tokens[n_prompt - 1], str):
+            ends.append(int(offsets[n_prompt - 1]) + len(tokens[n_prompt - 1]))
+        else:
+            ends.append(len(prompt))
+        shift = ends[-1] - len(prompt)  # > 0 when a special token is decoded as text, e.g. "<s>"
+        return token_lps[:n_prompt], [e - shift for e in ends], n_prompt
+
+    def _prompt_logprobs(
+        self, prompt: str, context_len: int
+    ) -> tuple[list[float | None], list[int] | None, list[str | None], int]:
+        """The prompt tokens' log-probs, where they end (``None`` without decoded_token), their ids."""
+        body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 1}
+        resp = self._post("/v1/completions", body)
+        entries = _first_choice(resp, self.base_url).get("prompt_logprobs", resp.get("prompt_logprobs"))
+        if not isinstance(entries, list) or not any(isinstance(e, dict) for e in entries):
+            raise _NoLogprobs("prompt_logprobs missing from the response")
+        logprobs: list[float | None] = []
+        texts: list[str | None] = []
+        ids: list[str | None] = []
+        for e in entries:
+            if not isinstance(e, dict) or not e:
+                logprobs.append(None)
+                texts.append(None)
+                ids.append(None)
+                continue
+            # vLLM lists the prompt's own token first, then the top-k alternatives.
+            token_id, info = next(iter(e.items()))
+            ids.append(str(token_id))
+            if not isinstance(info, dict):
+                raise LMError(f"malformed response from {self.base_url}: prompt_logprobs entry {str(e)[:200]}")
+            logprobs.append(info.get("logprob"))
+            texts.append(info.get("decoded_token"))
+        n = len(entries)
+        ends = [0] * n  # tokens left at 0 end inside the context
+        end = len(prompt)
+        for i in range(n - 1, -1, -1):  # count back from the end of the prompt to the context
+            ends[i] = end
+            if end <= context_len or i == 0:
+                break
+            text = texts[i]
+            if text is None:
+                return logprobs, None, ids, n
+            end -= len(text)
+        return logprobs, ends, ids, n
+
+    def _tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` from the server's ``/tokenize`` (vLLM), cached per text."""
+        if text not in self._token_ids:
+            try:
+                resp = self._post("/tokenize", {"model": self.model, "prompt": text})
+            except HTTPStatusError as e:
+                raise LMError(
+                    f"the server at {self.base_url} gives prompt_logprobs without decoded_token and has "
+                    f"no usable /tokenize (HTTP {e.status}: {e.server_message}): llmrl cannot find "
+                    "where the candidate starts; use echo mode or a newer vLLM"
+                ) from e
+            tokens = resp.get("tokens")
+            if not isinstance(tokens, list):
+                raise LMError(f"malformed response from {self.base_url}/tokenize: {json.dumps(resp)[:200]}")
+            self._token_ids[text] = tokens
+        return self._token_ids[text]
+
+    # --------------------------------------------------------------- generation
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of strings, got one string: wrap it as [prompt]")
+        if n < 1:
+            raise ValueError(f"n={n}: ask for at least one completion per prompt")
+        stops = [stop] if isinstance(stop, str) else [s for s in stop if s]
+
+        def one(prompt: str) -> tuple[tuple[str, ...], int]:
+            texts: list[str] = []
+            prompt_tokens = 0
+            # Greedy completions are all the same: ask once (some servers reject n > 1 when greedy).
+            want = 1 if temperature == 0 else n
+            while len(texts) < want:  # servers without ``n`` (llama.cpp) answer one choice per request
+                body: dict[str, Any] = {
+                    "model": self.model,
+                    "prompt": prompt,
+                    "max_tokens": int(max_new_tokens),
+                    "temperature": float(temperature),
+                    "top_p": float(top_p),
+                    "n": want - len(texts),
+                }
+                if stops:
+                    body["stop"] = stops
+                if seed is not None:
+                    body["seed"] = int(seed) + len(texts)  # later requests must not repeat the first
+                resp = self._post("/v1/completions", body)
+                choices = resp.get("choices")
+                if not isinstance(choices, list) or not choices:
+                    raise LMError(f"malformed response from {self.base_url}/v1/completions: {json.dumps(resp)[:200]}")
+                choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+                for c in choices[: want - len(texts)]:
+                    text = c.get("text") if isinstance(c, dict) else None
+                    if not isinstance(text, str):
+                        raise LMError(f"malformed response from {self.base_url}/v1/completions: {str(c)[:200]}")
+                    texts.append(cut_at_stop(text, stops))
+                if not prompt_tokens:
+                    prompt_tokens = int((resp.get("usage") or {}).get("prompt_tokens") or 0)
+            if len(texts) < n:
+                texts = texts * n
+            return tuple(texts), prompt_tokens
+
+        results = self._map(one, list(prompts))
+        with self._stats_lock:
+            self.stats.generate_calls += 1
+            self.stats.generated_prompts += len(prompts)
+            self.stats.prompt_tokens += sum(r[1] for r in results)
+        return [Generation(prompt=p, texts=texts) for p, (texts, _) in zip(prompts, results)]
+
+    # ---------------------------------------------------------------- embedding
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self.embedding_model is None:
+            return super().embed(texts)
+        if isinstance(texts, str):
+            raise ValueError("texts must be a list of strings, got one string: wrap it as [text]")
+        texts = list(texts)
+        batches = [texts[i : i + _EMBED_BATCH] for i in range(0, len(texts), _EMBED_BATCH)]
+
+        def one(batch: list[str]) -> list[list[float]]:
+            resp = self._post("/v1/embeddings", {"model": self.embedding_model, "input": batch})
+            data = resp.get("data")
+            if not isinstance(data, list) or len(data) != len(batch):
+                raise LMError(f"malformed response from {self.base_url}/v1/embeddings: {json.dumps(resp)[:200]}")
+            data = sorted(data, key=lambda d: d.get("index", 0))
+            return [d["embedding"] for d in data]
+
+        vectors = [v for vs in self._map(one, batches) for v in vs]
+        with self._stats_lock:
+            self.stats.embed_calls += 1
+        if not vectors:
+            return np.zeros((0, 0), dtype=np.float32)
+        arr = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        return arr / np.maximum(norms, 1e-12)
+
+    # --------------------------------------------------------------------- HTTP
+
+    def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]`` with up to ``max_concurrency`` in flight; the first error wins."""
+        if len(items) <= 1 or self.max_concurrency == 1:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            with self._stats_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="llmrl-openai")
+        futures = [self._pool.submit(fn, x) for x in items]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats.extra[key] = self.stats.extra.get(key, 0) + 1
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON, retrying connection errors, time-outs, 429 and 5xx with exponential back-off."""
+        url = self.base_url + path
+        data = json.dumps(body).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {self.api_key}",
+        }
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._count("http_retries")
+            self._count("http_requests")
+            delay = self.backoff * 2**attempt
+            try:
+                req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+                with self._opener.open(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+            except urllib.error.HTTPError as e:
+                message = _server_message(e)
+                if e.code != 429 and e.code < 500:
+                    raise HTTPStatusError(_status_text(url, e.code, message), e.code, message) from None
+                last_error = f"the server at {url} answered HTTP {e.code}: {message}"
+                retry_after = _retry_after(e)
+                if retry_after is not None:
+                    delay = min(retry_after, _MAX_RETRY_AFTER_S)
+            except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException, OSError) as e:
+                reason = e.reason if isinstance(e, urllib.error.URLError) else e
+                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                    last_error = (
+                        f"timed out after {self.timeout:g} s waiting for {url}: the server is overloaded "
+                        "or the request too long; raise timeout= or lower max_concurrency"
+                    )
+                else:
+                    last_error = f"could not connect to {url} ({reason}): start the server or fix base_url"
+            else:
+                try:
+                    parsed = json.loads(raw)
+                except ValueError:
+                    parsed = None
+                if not isinstance(parsed, dict):
+                    raise LMError(f"malformed response from {url}: {raw[:200].decode('utf-8', 'replace')!r}")
+                return parsed
+            if attempt < self.max_retries:
+                time.sleep(delay)
+        attempts = self.max_retries + 1
+        raise LMError(f"{last_error} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})")
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the earliest stop string (servers usually cut there already)."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if 0 <= i < cut:
+            cut = i
+    return text[:cut]
+
+
+def _first_choice(resp: dict[str, Any], where: str) -> dict[str, Any]:
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise LMError(f"malformed response from {where}: {json.dumps(resp)[:200]}")
+    return choices[0]
+
+
+def _server_message(e: urllib.error.HTTPError) -> str:
+    """The error text a server put in its body: OpenAI's ``{"error": {"message"}}`` or plain text."""
+    try:
+        raw = e.read()
+    except Exception:  # noqa: BLE001 - the status alone is still worth reporting
+        raw = b""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:500] or str(e.reason)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail")
+            if msg:
+                return str(msg)[:500]
+        elif isinstance(err, str):
+            return err[:500]
+        if "detail" in body:
+            return str(body["detail"])[:500]
+    return text[:500]
+
+
+def _status_text(url: str, status: int, message: str) -> str:
+    hint = {
+        401: "check api_key (or $OPENAI_API_KEY)",
+        403: "check api_key (or $OPENAI_API_KEY)",
+        404: "check base_url and the model name (GET /v1/models lists the served models)",
+    }.get(status)
+    text = f"the server at {url} answered HTTP {status}: {message}"
+    return f"{text}; {hint}" if hint else text
+
+
+def _retry_after(e: urllib.error.HTTPError) -> float | None:
+    value = e.headers.get("Retry-After") if e.headers else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

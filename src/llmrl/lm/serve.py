@@ -1,0 +1,394 @@
+"""Serve any :class:`LanguageModel` over an OpenAI-compatible HTTP API (standard library only).
+
+Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/completions`` (generation; scoring by
+``echo + logprobs + max_tokens: 0`` as in OpenAI's legacy API; vLLM's ``prompt_logprobs``),
+``POST /v1/embeddings`` and ``POST /tokenize`` (vLLM's shape: ``{"prompt"}`` -> ``{"tokens",
+"count"}``; llama.cpp's ``{"content"}`` is accepted too).
+
+Log-probs need token-level scores, which :class:`LanguageModel` does not promise. A served model
+that can give them defines one more method::
+
+    def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
+        '''The tokens of ``text`` as the model reads it, each with log p(token | what precedes it).
+
+        The token texts concatenate to ``text`` exactly. Special tokens the tokenizer adds (BOS)
+        are not listed; the first token is conditioned on them. A model with no BOS has nothing
+        to condition the first token on and returns ``None`` as its log-prob.
+        '''
+
+Without it, requests for log-probs get HTTP 400 (like a server that cannot score); generation
+and embeddings still work. Token ids are assigned by the server in order of first sight, so they
+mean nothing outside one server's life.
+
+This server is for tests and for sharing one model between local processes; it runs one model
+call at a time (a lock) and does not batch concurrent requests. :class:`ServeOptions` makes it
+misbehave on purpose (no log-probs, non-JSON answers, HTTP 503 at start-up, slow answers), so
+clients' error handling can be tested against a real socket.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from llmrl.lm.base import LanguageModel
+
+_MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass
+class ServeOptions:
+    """How the server behaves; the defaults are a well-behaved vLLM-like server."""
+
+    no_logprobs: bool = False
+    """Answer log-prob requests with ``logprobs: null`` / ``prompt_logprobs: null`` (cannot score)."""
+    no_echo: bool = False
+    """Reject ``echo: true`` with HTTP 400, so clients must use ``prompt_logprobs``."""
+    no_prompt_logprobs: bool = False
+    """Ignore the ``prompt_logprobs`` field, like servers that are not vLLM."""
+    min_max_tokens: int = 0
+    """Reject a smaller ``max_tokens`` with HTTP 400 (older vLLM needs 1)."""
+    decoded_tokens: bool = True
+    """Put ``decoded_token`` in prompt_logprobs entries (False: clients need ``/tokenize``)."""
+    malformed: bool = False
+    """Answer every POST with HTTP 200 and a body that is not JSON."""
+    fail_first: int = 0
+    """Answer the first N POSTs with HTTP 503 (to test retries)."""
+    delay_s: float = 0.0
+    """Sleep this long before answering each POST (to test time-outs)."""
+
+
+class _RequestError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+class LMServer(ThreadingHTTPServer):
+    """An HTTP server bound to one model; ``requests`` counts what it answered, by kind."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops concurrent connects, which then wait 1 s for a SYN retry
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        options: ServeOptions | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        super().__init__((host, port), _Handler)
+        self.model = model
+        self.model_name = model_name or getattr(model, "name", type(model).__name__)
+        self.options = options or ServeOptions()
+        self.requests: Counter[str] = Counter()
+        self._model_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._failures_left = self.options.fail_first
+        self._vocab: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> str:
+        """Serve from a daemon thread; returns the base URL."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="llmrl-serve", daemon=True
+        )
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and join the serving thread."""
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+    def __enter__(self) -> LMServer:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # a client that hung up or timed out is its own business
+        super().handle_error(request, client_address)
+
+    # -------------------------------------------------------------- internals
+
+    def count(self, kind: str) -> None:
+        with self._count_lock:
+            self.requests[kind] += 1
+
+    def take_failure(self) -> bool:
+        with self._count_lock:
+            if self._failures_left > 0:
+                self._failures_left -= 1
+                return True
+            return False
+
+    def token_ids(self, tokens: list[str]) -> list[int]:
+        with self._count_lock:
+            return [self._vocab.setdefault(t, len(self._vocab)) for t in tokens]
+
+    def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
+        fn = getattr(self.model, "token_logprobs", None)
+        if fn is None:
+            raise _RequestError(
+                400,
+                f"the served model {self.model_name} has no token_logprobs method, so this server "
+                "cannot return log-probs",
+            )
+        with self._model_lock:
+            toks = [(str(t), None if lp is None else float(lp)) for t, lp in fn(text)]
+        if "".join(t for t, _ in toks) != text:
+            raise _RequestError(500, "the served model's token_logprobs tokens do not concatenate to the text", "server_error")
+        return toks
+
+    # -------------------------------------------------------------- endpoints
+
+    def completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        opts = self.options
+        self.check_model(body)
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise _RequestError(400, "prompt must be a string or a non-empty list of strings")
+        max_tokens = _int(body, "max_tokens", 16)
+        if max_tokens < opts.min_max_tokens:
+            raise _RequestError(400, f"max_tokens must be at least {opts.min_max_tokens}, got {max_tokens}.")
+        n = _int(body, "n", 1)
+        if n < 1:
+            raise _RequestError(400, f"n must be at least 1, got {n}.")
+        echo = bool(body.get("echo", False))
+        if echo and opts.no_echo:
+            raise _RequestError(400, "echo is not supported by this server")
+        logprobs = body.get("logprobs")
+        want_prompt_lps = body.get("prompt_logprobs") is not None and not opts.no_prompt_logprobs
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        seed = body.get("seed")
+
+        choices = []
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        for p in prompts:
+            if max_tokens == 0:
+                texts: tuple[str, ...] = ("",) * n
+            else:
+                with self._model_lock:
+                    texts = self.model.generate(
+                        [p],
+                        max_new_tokens=max_tokens,
+                        temperature=float(body.get("temperature", 1.0)),
+                        top_p=float(body.get("top_p", 1.0)),
+                        stop=stop,
+                        n=n,
+                        seed=None if seed is None else int(seed),
+                    )[0].texts
+            prompt_toks = self.token_logprobs(p) if (logprobs is not None or want_prompt_lps) else None
+            if prompt_toks is not None:
+                usage["prompt_tokens"] += len(prompt_toks)
+            for text in texts:
+                choice: dict[str, Any] = {
+                    "index": len(choices),
+                    "text": (p if echo else "") + text,
+                    "logprobs": None,
+                    "finish_reason": "length" if max_tokens == 0 else "stop",
+                }
+                if logprobs is not None and not opts.no_logprobs:
+                    full = prompt_toks if text == "" else self.token_logprobs(p + text)
+                    choice["logprobs"] = _logprobs_block(full, len(p), echo)  # type: ignore[arg-type]
+                    usage["completion_tokens"] += sum(1 for o in choice["logprobs"]["text_offset"] if o >= len(p))
+                if want_prompt_lps:
+                    choice["prompt_logprobs"] = None if opts.no_logprobs else self.prompt_logprobs(prompt_toks)  # type: ignore[arg-type]
+                choices.append(choice)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return {
+            "id": f"cmpl-{time.time_ns()}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": choices,
+            "usage": usage,
+        }
+
+    def prompt_logprobs(self, toks: list[tuple[str, float | None]]) -> list[dict[str, Any] | None]:
+        ids = self.token_ids([t for t, _ in toks])
+        out: list[dict[str, Any] | None] = []
+        for (t, lp), i in zip(toks, ids):
+            if lp is None:
+                out.append(None)
+                continue
+            info: dict[str, Any] = {"logprob": lp, "rank": None}  # rank unknown: no top-k here
+            if self.options.decoded_tokens:
+                info["decoded_token"] = t
+            out.append({str(i): info})
+        return out
+
+    def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise _RequestError(400, "input must be a string or a list of strings")
+        with self._model_lock:
+            vectors = self.model.embed(texts) if texts else []
+        return {
+            "object": "list",
+            "model": body.get("model", self.model_name),
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [float(x) for x in v]} for i, v in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
+
+    def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
+        text = body.get("prompt", body.get("content"))
+        if not isinstance(text, str):
+            raise _RequestError(400, "give the text to tokenize as 'prompt' (or 'content')")
+        ids = self.token_ids([t for t, _ in self.token_logprobs(text)])
+        return {"tokens": ids, "count": len(ids), "max_model_len": 0}
+
+    def check_model(self, body: dict[str, Any]) -> None:
+        name = body.get("model")
+        if name is not None and name != self.model_name:
+            raise _RequestError(404, f"The model `{name}` does not exist; this server has `{self.model_name}`.", "NotFoundError")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LMServer
+    timeout = 30  # seconds a connection may stay silent: no handler thread waits forever
+    server_version = "llmrl-serve"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            s = self.server
+            self._json(200, {"object": "list", "data": [{"id": s.model_name, "object": "model", "owned_by": "llmrl"}]})
+        elif self.path.rstrip("/") == "/health":
+            self._json(200, {"status": "ok"})
+        else:
+            self._error(404, f"no route GET {self.path}", "NotFoundError")
+
+    def do_POST(self) -> None:  # noqa: N802
+        s = self.server
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY:
+            self._error(400, "bad or missing Content-Length")
+            return
+        raw = self.rfile.read(length)
+        s.count("post")
+        if s.options.delay_s:
+            time.sleep(s.options.delay_s)
+        if s.take_failure():
+            s.count("failed")
+            self._error(503, "the server is starting up (simulated failure)", "server_error")
+            return
+        if s.options.malformed:
+            self._send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+            return
+        routes = {
+            "/v1/completions": s.completions,
+            "/v1/embeddings": s.embeddings,
+            "/tokenize": s.tokenize,
+        }
+        route = routes.get(self.path.rstrip("/"))
+        if route is None:
+            self._error(404, f"no route POST {self.path}", "NotFoundError")
+            return
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            self._error(400, f"the request body is not a JSON object: {e}")
+            return
+        kind = self.path.strip("/").split("/")[-1]
+        if kind == "completions":
+            kind = "echo" if body.get("echo") else "prompt_logprobs" if body.get("prompt_logprobs") is not None else kind
+        s.count(kind)
+        try:
+            self._json(200, route(body))
+        except _RequestError as e:
+            self._error(e.status, e.message, e.kind)
+        except (ValueError, TypeError) as e:
+            self._error(400, f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - a served model's failure becomes HTTP 500, as in real servers
+            self._error(500, f"{type(e).__name__}: {e}", "server_error")
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json")
+
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        self._json(status, {"error": {"message": message, "type": kind, "code": status}})
+
+    def _send(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _logprobs_block(toks: list[tuple[str, float | None]], prompt_len: int, echo: bool) -> dict[str, Any]:
+    """OpenAI's legacy ``logprobs`` object; offsets count from the start of the prompt."""
+    offsets, pos = [], 0
+    for t, _ in toks:
+        offsets.append(pos)
+        pos += len(t)
+    keep = [i for i in range(len(toks)) if echo or offsets[i] >= prompt_len]
+    return {
+        "tokens": [toks[i][0] for i in keep],
+        "token_logprobs": [toks[i][1] for i in keep],
+        "text_offset": [offsets[i] for i in keep],
+        "top_logprobs": [None if toks[i][1] is None else {toks[i][0]: toks[i][1]} for i in keep],
+    }
+
+
+def _int(body: dict[str, Any], key: str, default: int) -> int:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise _RequestError(400, f"{key} must be an integer, got {value!r}")
+    return int(value)
+
+
+def serve_in_thread(
+    model: LanguageModel,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    options: ServeOptions | None = None,
+    **option_fields: Any,
+) -> tuple[LMServer, str]:
+    """Start serving ``model`` from a daemon thread; returns (server, base URL). ``server.stop()`` ends it.
+
+    ``port=0`` picks a free port. Options come as a :class:`ServeOptions` or as its fields
+    (``serve_in_thread(model, fail_first=2)``).
+    """
+    if option_fields:
+        if options is not None:
+            raise ValueError("give either options= or option fields, not both")
+        options = ServeOptions(**option_fields)
+    server = LMServer(model, host=host, port=port, options=options)
+    return server, server.start()

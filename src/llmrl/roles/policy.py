@@ -1,0 +1,101 @@
+"""The LM as policy: GLAM's prompt, and a distribution over action strings by their likelihood.
+
+π(a | p) = softmax over the candidate actions of log p_LM(a | p), where log p_LM(a | p) is the sum of
+the action's token log-probabilities after the prompt (Carta et al. 2023). Lamorel's early scorer
+summed raw logits instead of log-probabilities; we score with a proper log-softmax.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from llmrl.agents.base import Agent
+from llmrl.lm.base import LanguageModel
+
+BABYAI_ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
+
+
+def glam_prompt(
+    actions: Sequence[str],
+    mission: str,
+    observations: Sequence[Sequence[str]],
+    past_actions: Sequence[str],
+) -> str:
+    """GLAM's prompt: the possible actions, the goal, then the last observations interleaved with the
+    actions taken after them, ending on ``Action k: `` for the model to complete.
+
+    ``observations`` holds up to 3 observations (oldest first, each a list of description
+    sentences) and ``past_actions`` the actions taken after all but the last of them.
+    """
+    if len(past_actions) != len(observations) - 1:
+        raise ValueError("need one past action between consecutive observations")
+    lines = [f"Possible action of the agent: {', '.join(actions)}", f"Goal of the agent: {mission}"]
+    for k, descriptions in enumerate(observations):
+        lines.append(f"Observation {k}: {', '.join(descriptions)}")
+        lines.append(f"Action {k}: {past_actions[k]}" if k < len(past_actions) else f"Action {k}: ")
+    return "\n".join(lines)
+
+
+class LLMPolicyAgent(Agent):
+    """A zero-shot LM policy over action strings (GLAM's agent before any fine-tuning).
+
+    Each step it scores every action string after each environment's prompt in one batched
+    ``score`` call and acts greedily (``greedy=True``) or by sampling from the softmax.
+    """
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        actions: Sequence[str] = BABYAI_ACTIONS,
+        greedy: bool = True,
+        normalise_length: bool = False,
+        n_observations: int = 3,
+        seed: int = 0,
+        name: str = "llm",
+    ) -> None:
+        self.lm = lm
+        self.actions = tuple(actions)
+        self.greedy = greedy
+        self.normalise_length = normalise_length
+        self.n_observations = n_observations
+        self.rng = np.random.default_rng(seed)
+        self.name = name
+        self.history: dict[int, tuple[deque, deque]] = {}
+
+    def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any]) -> None:
+        self.history[i] = (deque(maxlen=self.n_observations), deque(maxlen=self.n_observations - 1))
+
+    def prompt(self, i: int, info: dict[str, Any]) -> str:
+        observations, past_actions = self.history[i]
+        observations.append(list(info["descriptions"]))
+        return glam_prompt(self.actions, info["mission"], list(observations), list(past_actions))
+
+    def action_probs(self, prompts: Sequence[str]) -> np.ndarray:
+        """π(a | prompt) for each prompt: shape (len(prompts), n_actions)."""
+        scores = self.lm.score(prompts, self.actions)
+        return np.stack([s.probs(self.normalise_length) for s in scores])
+
+    def act(self, obs: Sequence[Any], infos: Sequence[dict[str, Any]], active: Sequence[int]) -> np.ndarray:
+        prompts = [self.prompt(i, info) for i, info in zip(active, infos)]
+        probs = self.action_probs(prompts)
+        if self.greedy:
+            actions = probs.argmax(axis=1)
+        else:
+            actions = np.array([self.rng.choice(len(self.actions), p=p) for p in probs])
+        for i, a in zip(active, actions):
+            self.history[i][1].append(self.actions[a])
+        return actions
+
+    def lm_stats(self) -> dict[str, float]:
+        s = self.lm.stats
+        return {
+            "lm_calls": s.score_calls,
+            "lm_contexts": s.scored_contexts,
+            "cache_hits": s.cache_hits,
+            "cache_misses": s.cache_misses,
+        }
