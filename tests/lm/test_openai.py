@@ -23,17 +23,22 @@ class WordLM(LanguageModel):
     Tokens are words with their leading whitespace (" go"); token i of a text has log-prob
     -(len(token) + i % 3) / 4, a dyadic fraction, so sums are exact in floating point. There is
     no BOS: the first token has no log-prob. ``generate`` ignores ``stop`` on purpose (a server
-    that does not cut at stop strings), so the client must cut.
+    that does not cut at stop strings), so the client must cut. With ``bos=True`` the model reads
+    a BOS token first (the server shows it), and the first token has a log-prob too.
     """
 
     name = "word-lm"
+
+    def __init__(self, bos: bool = False) -> None:
+        super().__init__()
+        self.bos = bos
 
     @staticmethod
     def tokens(text: str) -> list[str]:
         return re.findall(r"\s*\S+|\s+", text)
 
     def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
-        return [(t, None if i == 0 else -(len(t) + i % 3) / 4) for i, t in enumerate(self.tokens(text))]
+        return [(t, None if i == 0 and not self.bos else -(len(t) + i % 3) / 4) for i, t in enumerate(self.tokens(text))]
 
     def expected(self, context: str, candidate: str) -> tuple[float, int]:
         """Sum and count of the log-probs of the tokens that end inside the candidate."""
@@ -81,8 +86,8 @@ def serve() -> Iterator:
     """``serve(**ServeOptions fields) -> (server, url)``; every server is stopped at test end."""
     servers: list[LMServer] = []
 
-    def start(**options):
-        server, url = serve_in_thread(WordLM(), **options)
+    def start(model: LanguageModel | None = None, **options):
+        server, url = serve_in_thread(model or WordLM(), **options)
         servers.append(server)
         return server, url
 
@@ -96,8 +101,8 @@ def client(url: str, **kw) -> OpenAILM:
     return OpenAILM(url, "word-lm", **kw)
 
 
-def assert_exact_scores(results: list[CandidateScores], contexts, candidate_lists) -> None:
-    lm = WordLM()
+def assert_exact_scores(results: list[CandidateScores], contexts, candidate_lists, lm: WordLM | None = None) -> None:
+    lm = lm or WordLM()
     assert len(results) == len(contexts)
     for r, ctx, cands in zip(results, contexts, candidate_lists):
         assert r.candidates == tuple(cands)
@@ -153,6 +158,26 @@ def test_prompt_logprobs_without_decoded_tokens_finds_the_boundary_with_tokenize
     lm = client(url, logprobs_mode="prompt_logprobs")
     assert_exact_scores(lm.score(CONTEXTS, ACTIONS), CONTEXTS, [ACTIONS] * 3)
     assert server.requests["tokenize"] == len(CONTEXTS)  # once per context, then cached
+
+
+@pytest.mark.parametrize("mode", ["echo", "prompt_logprobs"])
+def test_a_bos_token_shown_as_text_does_not_move_the_boundary(serve, mode):
+    model = WordLM(bos=True)
+    server, url = serve(model, bos_text="<bos>")
+    lm = client(url, logprobs_mode=mode)
+    assert_exact_scores(lm.score(CONTEXTS, ACTIONS), CONTEXTS, [ACTIONS] * 3, model)
+    assert server.requests["tokenize"] == 0
+    # With a BOS, even a candidate that is the whole prompt has a log-prob.
+    assert_exact_scores(lm.score([""], ["go left"]), [""], [["go left"]], model)
+
+
+def test_echoed_raw_vocabulary_pieces_fall_back_to_tokenize(serve):
+    model = WordLM(bos=True)
+    server, url = serve(model, raw_token_text=True, bos_text="<s>")
+    lm = client(url, logprobs_mode="echo")
+    assert_exact_scores(lm.score(CONTEXTS, ACTIONS), CONTEXTS, [ACTIONS] * 3, model)
+    # Each context once, and each prompt once (echo gives no token ids to compare with).
+    assert server.requests["tokenize"] == len(CONTEXTS) + len(CONTEXTS) * len(ACTIONS)
 
 
 def test_generation_round_trips_with_stop_strings_n_and_seed(serve):

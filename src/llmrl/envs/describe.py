@@ -34,14 +34,13 @@ from minigrid.minigrid_env import MiniGridEnv
 
 __all__ = ["describe", "describe_env"]
 
-_UNSEEN, _EMPTY, _WALL, _FLOOR = (OBJECT_TO_IDX[k] for k in ("unseen", "empty", "wall", "floor"))
-_DOOR = OBJECT_TO_IDX["door"]
-# Cells that a wall is seen "through": nothing stands between the agent and the wall.
-_CLEAR = np.zeros(256, dtype=bool)
-_CLEAR[[_UNSEEN, _EMPTY, _FLOOR]] = True
+_WALL, _DOOR = OBJECT_TO_IDX["wall"], OBJECT_TO_IDX["door"]
+# Cells that do not hide a wall behind them: nothing stands between the agent and the wall.
+_CLEAR = frozenset(OBJECT_TO_IDX[k] for k in ("unseen", "empty", "floor"))
 # Cells described as objects (key, ball, box, door, goal, lava); walls have their own sentence.
-_OBJECT = np.zeros(256, dtype=bool)
-_OBJECT[[i for k, i in OBJECT_TO_IDX.items() if k not in ("unseen", "empty", "wall", "floor", "agent")]] = True
+_IS_OBJECT = [False] * 256
+for _kind, _code in OBJECT_TO_IDX.items():
+    _IS_OBJECT[_code] = _kind not in ("unseen", "empty", "wall", "floor", "agent")
 
 
 def _article(word: str) -> str:
@@ -66,31 +65,29 @@ def _noun_table() -> dict[tuple[int, int, int], str]:
 _NOUN = _noun_table()
 
 
+def _where(view_size: int, x: int, y: int) -> str:
+    """Egocentric offset of view cell (x, y), e.g. ``2 steps left and 3 steps forward``."""
+    dx, forward = x - view_size // 2, view_size - 1 - y
+    side = f"{_steps(abs(dx))} {'right' if dx > 0 else 'left'}"
+    if dx == 0:
+        return f"{_steps(forward)} forward"
+    if forward == 0:
+        return side
+    return f"{side} and {_steps(forward)} forward"
+
+
 @lru_cache(maxsize=8)
-def _position_table(view_size: int) -> tuple[tuple[str, ...], ...]:
-    """``[x][y]`` -> egocentric offset phrase, e.g. ``2 steps left and 3 steps forward``."""
-    ax, ay = view_size // 2, view_size - 1
-    rows = []
-    for x in range(view_size):
-        row = []
-        for y in range(view_size):
-            dx, fwd = x - ax, ay - y
-            side = f"{_steps(abs(dx))} {'right' if dx > 0 else 'left'}"
-            if dx == 0:
-                row.append(f"{_steps(fwd)} forward")
-            elif fwd == 0:
-                row.append(side)
-            else:
-                row.append(f"{side} and {_steps(fwd)} forward")
-        rows.append(tuple(row))
-    return tuple(rows)
+def _sentence_cache(view_size: int) -> dict[tuple[int, bytes], str]:
+    # (cell index, 3-byte cell code) -> sentence; at most V*V x (object codes) entries, and it
+    # turns the per-object work of a step into one dict lookup.
+    return {}
 
 
-def _wall_distance(line: np.ndarray) -> int:
+def _wall_distance(line: bytes) -> int:
     """Steps to the wall on a line of object codes ordered from the agent outwards, or 0."""
-    blocked = np.flatnonzero(~_CLEAR[line])
-    if blocked.size and line[blocked[0]] == _WALL:
-        return int(blocked[0]) + 1
+    for steps, kind in enumerate(line, 1):
+        if kind not in _CLEAR:
+            return steps if kind == _WALL else 0
     return 0
 
 
@@ -101,32 +98,38 @@ def describe(image: np.ndarray) -> list[str]:
         image: ``obs["image"]``, shape ``(V, V, 3)``, MiniGrid's ``(object, colour, state)``
             encoding indexed ``[x, y]``, agent at ``(V // 2, V - 1)`` facing up.
     """
+    # A 7x7 view is too small for numpy calls (~1 us each) to pay off: one copy to bytes,
+    # then byte slices and cached sentences keep a step at a few microseconds.
     view = image.shape[0]
     ax, ay = view // 2, view - 1
-    kinds = image[:, :, 0]
+    cells = np.asarray(image, dtype=np.uint8).tobytes()  # C order: cell (x, y) at 3 * (x * view + y)
+    kinds = cells[0::3]
+    me = ax * view + ay
     sentences: list[str] = []
 
-    held = int(kinds[ax, ay])
-    if _OBJECT[held]:
-        t, c, s = image[ax, ay].tolist()
-        sentences.append(f"You carry {_NOUN[t, c, 0]}")
+    if _IS_OBJECT[kinds[me]]:  # MiniGrid draws the carried object on the agent's cell
+        t, c, s = cells[3 * me : 3 * me + 3]
+        sentences.append(f"You carry {_NOUN[t, c, s]}")
 
+    column = kinds[ax * view : (ax + 1) * view]  # cells (ax, y), y = 0 (far) .. ay
+    row = kinds[ay::view]  # cells (x, ay), x = 0 (left) .. V - 1
     for steps, direction in (
-        (_wall_distance(kinds[ax, ay - 1 :: -1]), "forward"),
-        (_wall_distance(kinds[ax - 1 :: -1, ay]) if ax > 0 else 0, "left"),
-        (_wall_distance(kinds[ax + 1 :, ay]), "right"),
+        (_wall_distance(column[ay - 1 :: -1]), "forward"),
+        (_wall_distance(row[ax - 1 :: -1] if ax else b""), "left"),
+        (_wall_distance(row[ax + 1 :]), "right"),
     ):
         if steps:
             sentences.append(f"You see a wall {_steps(steps)} {direction}")
 
-    seen = _OBJECT[kinds]
-    seen[ax, ay] = False  # the agent's own cell holds the carried object
-    xs, ys = np.nonzero(seen)  # row-major over [x, y]: left to right, then far to near
-    if xs.size:
-        where = _position_table(view)
-        codes = image[xs, ys].tolist()
-        for x, y, (t, c, s) in zip(xs.tolist(), ys.tolist(), codes):
-            sentences.append(f"You see {_NOUN[t, c, s]} {where[x][y]}")
+    cache = _sentence_cache(view)
+    for i, kind in enumerate(kinds):  # i = x * view + y: left to right, then far to near
+        if _IS_OBJECT[kind] and i != me:
+            code = cells[3 * i : 3 * i + 3]
+            sentence = cache.get((i, code))
+            if sentence is None:
+                x, y = divmod(i, view)
+                sentence = cache[i, code] = f"You see {_NOUN[tuple(code)]} {_where(view, x, y)}"
+            sentences.append(sentence)
     return sentences
 
 

@@ -244,16 +244,18 @@ class HFLM(LanguageModel):
         self,
         contexts: Sequence[str],
         candidates: Sequence[str] | Sequence[Sequence[str]],
+        batch_size: int = 4,
     ) -> list[CandidateScores]:
         """Reference scorer: every (context, candidate) pair is its own sequence, run through the
-        whole model with full logits (batched ``pair_batch_size`` pairs at a time, right-padded)."""
+        whole model with full logits (``batch_size`` pairs at a time, right-padded: full logits
+        take ~1 MB per token with a 262k vocabulary)."""
         lists = as_candidate_lists(contexts, candidates)
         pairs = [self._pair_ids(c, cand) for c, cands in zip(contexts, lists) for cand in cands]
         pad = self.tokenizer.pad_token_id
         lp = np.zeros(len(pairs), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(pairs), self.pair_batch_size):
-                chunk = pairs[start : start + self.pair_batch_size]
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start : start + batch_size]
                 T = max(len(a) + len(b) for a, b in chunk)
                 ids = torch.full((len(chunk), T), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)

@@ -15,11 +15,11 @@ Which tokens belong to the candidate: the prompt is ``context + candidate`` (aft
 context, so a token that straddles the boundary counts for the candidate. Token ends come from
 ``text_offset`` in echo mode (shifted so the last prompt token ends at ``len(prompt)``, which
 absorbs a BOS token decoded as text such as ``<s>``), and from the lengths of ``decoded_token``
-counted back from the end of the prompt in prompt_logprobs mode. Where a server gives no
-``decoded_token``, the context alone is tokenised through the server's ``/tokenize`` endpoint
-(once per context) and the prompt tokens after the two tokenisations' common prefix count for
-the candidate. Both fail only for tokenisers whose
-token texts do not concatenate to the prompt (byte pieces of one multi-byte character).
+counted back from the end of the prompt in prompt_logprobs mode. Where the token texts do not
+add up to the prompt (no ``decoded_token`` in older vLLM; raw vocabulary pieces such as ``▁go``
+or byte pieces of a multi-byte character), the context alone is tokenised through the server's
+``/tokenize`` endpoint (once per context), and the prompt tokens after the common prefix of the
+two tokenisations count for the candidate (a straddling token differs there, so it counts too).
 
 Every (context, candidate) pair is one HTTP request, sent concurrently from a small thread pool;
 identical pairs within one call are sent once.
@@ -52,6 +52,7 @@ from llmrl.lm.base import (
 
 LOGPROBS_MODES = ("auto", "echo", "prompt_logprobs")
 _EMBED_BATCH = 64
+_MAX_REMEMBERED = 4096  # contexts whose /tokenize answer is kept
 _MAX_RETRY_AFTER_S = 30.0
 
 T = TypeVar("T")
@@ -126,7 +127,7 @@ class OpenAILM(LanguageModel):
         self._mode: str | None = None if logprobs_mode == "auto" else logprobs_mode
         self._probed = False
         self._echo_max_tokens = 0
-        self._needs_tokenize = False  # prompt_logprobs without decoded_token (older vLLM)
+        self._needs_tokenize = False  # token texts do not add up to prompts: find boundaries by /tokenize
         self._setup_runtime()
 
     def _setup_runtime(self) -> None:
@@ -219,22 +220,16 @@ class OpenAILM(LanguageModel):
     def _score_pair(self, mode: str, pair: tuple[str, str]) -> tuple[float, int, int]:
         """(sum of the candidate's token log-probs, its token count, the prompt's token count)."""
         context, candidate = pair
+        ids: list[str | None] | None = None
         if mode == "echo":
             logprobs, ends, n_prompt = self._echo_logprobs(context + candidate)
-            selected = [i for i in range(n_prompt) if ends[i] > len(context)]
         else:
             logprobs, ends, ids, n_prompt = self._prompt_logprobs(context + candidate, len(context))
-            if ends is not None:
-                selected = [i for i in range(n_prompt) if ends[i] > len(context)]
-            else:
-                self._needs_tokenize = True
-                # No token texts: the context's own tokens (from /tokenize) are the common prefix
-                # of the two tokenisations; a token that straddles the boundary differs there.
-                ctx_ids = self._tokenize(context)
-                k = 0
-                while k < min(len(ctx_ids), n_prompt) and (ids[k] is None or ids[k] == str(ctx_ids[k])):
-                    k += 1
-                selected = list(range(k, n_prompt))
+        if ends is not None:
+            selected = [i for i in range(n_prompt) if ends[i] > len(context)]
+        else:
+            self._needs_tokenize = True
+            selected = list(range(self._boundary_by_tokenize(context, context + candidate, ids), n_prompt))
         if not selected:
             raise LMError(
                 f"malformed response from {self.base_url}/v1/completions: no prompt token covers the "
@@ -253,7 +248,8 @@ class OpenAILM(LanguageModel):
             total += float(logprobs[i])
         return total, len(selected), n_prompt
 
-    def _echo_logprobs(self, prompt: str) -> tuple[list[float | None], list[int], int]:
+    def _echo_logprobs(self, prompt: str) -> tuple[list[float | None], list[int] | None, int]:
+        """The prompt tokens' log-probs and where they end (``None``: token texts do not add up)."""
         body = {"model": self.model, "prompt": prompt, "echo": True, "logprobs": 1, "temperature": 0.0}
         max_tokens = self._echo_max_tokens
         try:
@@ -278,13 +274,16 @@ class OpenAILM(LanguageModel):
         n_prompt = usage.get("prompt_tokens")
         if not (isinstance(n_prompt, int) and 0 < n_prompt <= n):
             n_prompt = n if max_tokens == 0 else sum(1 for o in offsets if o < len(prompt))
-        ends = [int(offsets[i + 1]) for i in range(n_prompt - 1)]
-        if isinstance(tokens, list) and len(tokens) == n and isinstance(tokens[n_prompt - 1], str):
-            ends.append(int(offsets[n_prompt - 1]) + len(tokens[n_prompt - 1]))
+        token_lps = token_lps[:n_prompt]
+        if isinstance(tokens, list) and len(tokens) == n and all(isinstance(t, str) for t in tokens[:n_prompt]):
+            if not "".join(tokens[:n_prompt]).endswith(prompt):
+                return token_lps, None, n_prompt  # raw vocabulary pieces ("▁go", "Ġgo" bytes)
+            last_end = int(offsets[n_prompt - 1]) + len(tokens[n_prompt - 1])
         else:
-            ends.append(len(prompt))
-        shift = ends[-1] - len(prompt)  # > 0 when a special token is decoded as text, e.g. "<s>"
-        return token_lps[:n_prompt], [e - shift for e in ends], n_prompt
+            last_end = len(prompt)
+        ends = [int(offsets[i + 1]) for i in range(n_prompt - 1)] + [last_end]
+        shift = last_end - len(prompt)  # > 0 when a special token is decoded as text, e.g. "<bos>"
+        return token_lps, [e - shift for e in ends], n_prompt
 
     def _prompt_logprobs(
         self, prompt: str, context_len: int
@@ -312,32 +311,49 @@ class OpenAILM(LanguageModel):
             logprobs.append(info.get("logprob"))
             texts.append(info.get("decoded_token"))
         n = len(entries)
+        if any(t is None for t in texts[1:]) or not prompt.endswith("".join(texts[1:])):  # type: ignore[arg-type]
+            return logprobs, None, ids, n  # no decoded_token (older vLLM), or pieces that do not add up
         ends = [0] * n  # tokens left at 0 end inside the context
         end = len(prompt)
         for i in range(n - 1, -1, -1):  # count back from the end of the prompt to the context
             ends[i] = end
             if end <= context_len or i == 0:
                 break
-            text = texts[i]
-            if text is None:
-                return logprobs, None, ids, n
-            end -= len(text)
+            end -= len(texts[i])  # type: ignore[arg-type]
         return logprobs, ends, ids, n
 
-    def _tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` from the server's ``/tokenize`` (vLLM), cached per text."""
+    def _boundary_by_tokenize(self, context: str, prompt: str, prompt_ids: list[str | None] | None) -> int:
+        """The first prompt token that is not a context token, from the server's ``/tokenize``.
+
+        The context's tokens and the prompt's share a prefix; a token that straddles the
+        boundary differs there and so counts for the candidate, as it does with token texts.
+        """
+        ctx_ids = self._tokenize(context)
+        if prompt_ids is None:
+            prompt_ids = [str(t) for t in self._tokenize(prompt, remember=False)]
+        k = 0
+        while k < min(len(ctx_ids), len(prompt_ids)) and prompt_ids[k] in (None, str(ctx_ids[k])):
+            k += 1
+        return k
+
+    def _tokenize(self, text: str, remember: bool = True) -> list[int]:
+        """Token ids of ``text`` from the server's ``/tokenize`` (vLLM), kept for contexts."""
         if text not in self._token_ids:
             try:
                 resp = self._post("/tokenize", {"model": self.model, "prompt": text})
             except HTTPStatusError as e:
                 raise LMError(
-                    f"the server at {self.base_url} gives prompt_logprobs without decoded_token and has "
-                    f"no usable /tokenize (HTTP {e.status}: {e.server_message}): llmrl cannot find "
-                    "where the candidate starts; use echo mode or a newer vLLM"
+                    f"the server at {self.base_url} gives token texts that do not add up to the prompt "
+                    f"and has no usable /tokenize (HTTP {e.status}: {e.server_message}): llmrl cannot "
+                    "find where the candidate starts; try the other logprobs_mode or a newer vLLM"
                 ) from e
             tokens = resp.get("tokens")
             if not isinstance(tokens, list):
                 raise LMError(f"malformed response from {self.base_url}/tokenize: {json.dumps(resp)[:200]}")
+            if not remember:
+                return tokens
+            if len(self._token_ids) >= _MAX_REMEMBERED:  # contexts change every step: stay bounded
+                self._token_ids.clear()
             self._token_ids[text] = tokens
         return self._token_ids[text]
 

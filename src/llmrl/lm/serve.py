@@ -11,7 +11,8 @@ that can give them defines one more method::
     def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
         '''The tokens of ``text`` as the model reads it, each with log p(token | what precedes it).
 
-        The token texts concatenate to ``text`` exactly. Special tokens the tokenizer adds (BOS)
+        The token texts should concatenate to ``text`` (where they do not, clients find the
+        candidate's tokens through ``/tokenize`` instead). Special tokens the tokenizer adds (BOS)
         are not listed; the first token is conditioned on them. A model with no BOS has nothing
         to condition the first token on and returns ``None`` as its log-prob.
         '''
@@ -55,6 +56,12 @@ class ServeOptions:
     """Reject a smaller ``max_tokens`` with HTTP 400 (older vLLM needs 1)."""
     decoded_tokens: bool = True
     """Put ``decoded_token`` in prompt_logprobs entries (False: clients need ``/tokenize``)."""
+    bos_text: str | None = None
+    """Prepend a BOS token with this text and no log-prob to every tokenisation, as vLLM shows
+    ``<bos>``: token texts then start with text the prompt does not have."""
+    raw_token_text: bool = False
+    """Echo tokens as raw vocabulary pieces, as older vLLM did: ``▁`` for a space and a ``▁`` before
+    the first word, so the texts do not add up to the prompt (clients need ``/tokenize``)."""
     malformed: bool = False
     """Answer every POST with HTTP 200 and a body that is not JSON."""
     fail_first: int = 0
@@ -147,6 +154,11 @@ class LMServer(ThreadingHTTPServer):
         with self._count_lock:
             return [self._vocab.setdefault(t, len(self._vocab)) for t in tokens]
 
+    def tokens(self, text: str) -> list[tuple[str, float | None]]:
+        """The served model's tokens of ``text``, after the BOS token of ``options.bos_text``."""
+        bos = self.options.bos_text
+        return ([(bos, None)] if bos is not None else []) + self.token_logprobs(text)
+
     def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
         fn = getattr(self.model, "token_logprobs", None)
         if fn is None:
@@ -156,10 +168,8 @@ class LMServer(ThreadingHTTPServer):
                 "cannot return log-probs",
             )
         with self._model_lock:
-            toks = [(str(t), None if lp is None else float(lp)) for t, lp in fn(text)]
-        if "".join(t for t, _ in toks) != text:
-            raise _RequestError(500, "the served model's token_logprobs tokens do not concatenate to the text", "server_error")
-        return toks
+            # Texts that do not add up to ``text`` are passed on: clients then use /tokenize.
+            return [(str(t), None if lp is None else float(lp)) for t, lp in fn(text)]
 
     # -------------------------------------------------------------- endpoints
 
@@ -201,7 +211,8 @@ class LMServer(ThreadingHTTPServer):
                         n=n,
                         seed=None if seed is None else int(seed),
                     )[0].texts
-            prompt_toks = self.token_logprobs(p) if (logprobs is not None or want_prompt_lps) else None
+            scoring = (logprobs is not None or want_prompt_lps) and not opts.no_logprobs
+            prompt_toks = self.tokens(p) if scoring else None
             if prompt_toks is not None:
                 usage["prompt_tokens"] += len(prompt_toks)
             for text in texts:
@@ -212,9 +223,10 @@ class LMServer(ThreadingHTTPServer):
                     "finish_reason": "length" if max_tokens == 0 else "stop",
                 }
                 if logprobs is not None and not opts.no_logprobs:
-                    full = prompt_toks if text == "" else self.token_logprobs(p + text)
-                    choice["logprobs"] = _logprobs_block(full, len(p), echo)  # type: ignore[arg-type]
-                    usage["completion_tokens"] += sum(1 for o in choice["logprobs"]["text_offset"] if o >= len(p))
+                    full = prompt_toks if text == "" else self.tokens(p + text)
+                    n_prompt = len(prompt_toks)  # type: ignore[arg-type]
+                    choice["logprobs"] = _logprobs_block(full, n_prompt, echo, opts.raw_token_text)  # type: ignore[arg-type]
+                    usage["completion_tokens"] += len(full) - n_prompt  # type: ignore[arg-type]
                 if want_prompt_lps:
                     choice["prompt_logprobs"] = None if opts.no_logprobs else self.prompt_logprobs(prompt_toks)  # type: ignore[arg-type]
                 choices.append(choice)
@@ -261,7 +273,7 @@ class LMServer(ThreadingHTTPServer):
         text = body.get("prompt", body.get("content"))
         if not isinstance(text, str):
             raise _RequestError(400, "give the text to tokenize as 'prompt' (or 'content')")
-        ids = self.token_ids([t for t, _ in self.token_logprobs(text)])
+        ids = self.token_ids([t for t, _ in self.tokens(text)])
         return {"tokens": ids, "count": len(ids), "max_model_len": 0}
 
     def check_model(self, body: dict[str, Any]) -> None:
@@ -350,18 +362,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def _logprobs_block(toks: list[tuple[str, float | None]], prompt_len: int, echo: bool) -> dict[str, Any]:
-    """OpenAI's legacy ``logprobs`` object; offsets count from the start of the prompt."""
+def _logprobs_block(
+    toks: list[tuple[str, float | None]], n_prompt: int, echo: bool, raw: bool = False
+) -> dict[str, Any]:
+    """OpenAI's legacy ``logprobs`` object; text offsets add up the token texts from the start."""
+    texts = [t for t, _ in toks]
+    if raw:
+        texts = [t.replace(" ", "\u2581") for t in texts]
+        if texts:
+            texts[0] = "\u2581" + texts[0]
     offsets, pos = [], 0
-    for t, _ in toks:
+    for t in texts:
         offsets.append(pos)
         pos += len(t)
-    keep = [i for i in range(len(toks)) if echo or offsets[i] >= prompt_len]
+    keep = range(len(toks)) if echo else range(n_prompt, len(toks))
     return {
-        "tokens": [toks[i][0] for i in keep],
+        "tokens": [texts[i] for i in keep],
         "token_logprobs": [toks[i][1] for i in keep],
         "text_offset": [offsets[i] for i in keep],
-        "top_logprobs": [None if toks[i][1] is None else {toks[i][0]: toks[i][1]} for i in keep],
+        "top_logprobs": [None if toks[i][1] is None else {texts[i]: toks[i][1]} for i in keep],
     }
 
 
