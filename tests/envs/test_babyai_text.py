@@ -197,12 +197,16 @@ def test_same_seed_gives_the_same_episode() -> None:
     assert len({i["mission"] for i in first}) > 1
 
 
-def test_render_returns_an_rgb_frame() -> None:
+def test_render_returns_an_rgb_frame_sized_to_the_episodes_rooms() -> None:
     env = gym.make("BabyAI-Text-MixedTrainLocal-v0", render_mode="rgb_array")
-    for seed in range(4):  # the open task's two rooms make a wider frame
-        env.reset(seed=seed)
+    shapes = {}
+    for seed in range(12):
+        _, info = env.reset(seed=seed)
         frame = env.render()
         assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
+        shapes[info["task"] == "open"] = frame.shape
+    assert shapes[False][1] == shapes[False][0]  # one square room
+    assert shapes[True][1] > shapes[True][0]  # open: two rooms side by side
 
 
 def test_resets_do_not_print_minigrids_rejections(capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,6 +222,15 @@ def test_vector_env_batches_the_text_view() -> None:
     assert obs["image"].shape == (2, 7, 7, 3) and len(obs["text"]) == 2
     obs, _, _, _, infos = envs.step(np.array([2, 0]))
     assert all(isinstance(d, list) for d in infos["descriptions"]) and len(infos["mission"]) == 2
+    envs.close()
+
+
+def test_async_make_vec_keeps_text_fields_fresh() -> None:
+    envs = llmrl.envs.make_vec("BabyAI-Text-GoToLocal-v0", num_envs=2, vectorization_mode="async")
+    obs, _ = envs.reset(seed=0)
+    obs, _, _, _, infos = envs.step(np.array([2, 1]))
+    assert list(obs["text"]) == [". ".join(d) for d in infos["descriptions"]]
+    assert all(m.startswith("go to") for m in obs["mission"])
     envs.close()
 
 

@@ -14,6 +14,8 @@ The same text view is in ``info`` on reset and on every step, as an LLM agent wa
 ``info["task"]`` (``goto``, ``pickup``, ``putnext``, ``open``, ``pickup_seq_goto`` for GLAM's
 levels; the instruction kind, e.g. ``seq``, for other BabyAI levels; ``""`` without one).
 Lists of strings cannot be a gymnasium space that ``check_env`` accepts, hence the two forms.
+For ``AsyncVectorEnv`` use :func:`make_vec` or ``shared_memory=False``: with shared memory
+gymnasium 1.4 never refreshes ``Text`` fields.
 
 Actions are GLAM's six (``ACTIONS``), MiniGrid's actions 0..5; ``done`` (6) is not offered.
 Reward is MiniGrid's BabyAI reward, GLAM's ``1 - 0.9 * t / max_steps`` on success (``t``
@@ -79,8 +81,10 @@ class BabyAITextEnv(gym.Env[dict[str, Any], int]):
         level: a registered MiniGrid id (``"BabyAI-GoToLocal-v0"``), an entry point
             (``"module:Class"``) or a ready MiniGrid env. The level is ``self.level``; hand it
             to MiniGrid's ``BabyAIBot``.
-        render_mode: ``"rgb_array"`` (``render()`` returns an HxWx3 uint8 frame) or ``"human"``.
-        quiet: silence the "Sampling rejected" lines MiniGrid prints while generating levels.
+        render_mode: ``"rgb_array"`` (``render()`` returns an HxWx3 uint8 frame) or ``"human"``;
+            used when building the level from an id (a ready level keeps its own).
+        quiet: silence the "Sampling rejected" lines MiniGrid prints while generating levels
+            (``redirect_stdout`` during ``reset``, so other threads' prints then are lost too).
         **level_kwargs: passed to the level's constructor (e.g. ``split="test"``).
     """
 
@@ -188,12 +192,15 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
 
 
 def make_vec(env_id: str, num_envs: int, vectorization_mode: str = "sync", **kwargs: Any) -> gym.vector.VectorEnv:
-    """``gym.make_vec`` for a BabyAI-Text id; ``info["descriptions"]`` arrives as an object array.
+    """``gym.make_vec`` for a BabyAI-Text id; ``infos["descriptions"]`` arrives as an object array.
 
-    With ``"async"``, pass ``vector_kwargs={"shared_memory": False}``: gymnasium copies
-    ``Text`` fields through shared memory one character at a time.
+    ``"async"`` turns shared memory off: gymnasium's ``AsyncVectorEnv`` reads a ``Text`` field
+    out of shared memory once, at construction, so ``obs["mission"]`` and ``obs["text"]``
+    would stay stale (gymnasium 1.4).
     """
     _check_id(env_id)
+    if vectorization_mode == "async":
+        kwargs["vector_kwargs"] = {"shared_memory": False, **kwargs.get("vector_kwargs", {})}
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization_mode, **kwargs)
 
 

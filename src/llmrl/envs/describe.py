@@ -4,7 +4,7 @@ The input is MiniGrid's symbolic observation ``obs["image"]``: a ``(V, V, 3)`` u
 ``(object, colour, state)`` indexed ``[x, y]``, already rotated so the agent sits at
 ``(V // 2, V - 1)`` facing up (decreasing ``y``), with occluded cells encoded as ``unseen`` (0)
 and the carried object drawn on the agent's own cell. Working on that array, not on the grid,
-keeps the text a pure function of what the agent observes and lets numpy do the scanning.
+keeps the text a pure function of what the agent observes.
 
 Sentences follow GLAM (Carta et al. 2023, babyai-text), in this order:
 

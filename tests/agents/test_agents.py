@@ -1,0 +1,115 @@
+"""Agents, the GLAM prompt, and the evaluation harness on real BabyAI-Text levels."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import llmrl.envs  # noqa: F401
+from llmrl.agents import BotAgent, RandomAgent
+from llmrl.evaluation import evaluate, markdown_table, write_results
+from llmrl.roles import BABYAI_ACTIONS, LLMPolicyAgent, glam_prompt
+from llmrl.stats import mean_interval, wilson_interval
+
+GOTO = "BabyAI-Text-GoToLocal-v0"
+
+
+def test_glam_prompt_layout():
+    p = glam_prompt(
+        BABYAI_ACTIONS,
+        "go to the red ball",
+        [["You see a wall 2 steps forward"], ["You see a red ball 1 step left", "You carry a key"]],
+        ["turn left"],
+    )
+    assert p == (
+        "Possible action of the agent: turn left, turn right, go forward, pick up, drop, toggle\n"
+        "Goal of the agent: go to the red ball\n"
+        "Observation 0: You see a wall 2 steps forward\n"
+        "Action 0: turn left\n"
+        "Observation 1: You see a red ball 1 step left, You carry a key\n"
+        "Action 1: "
+    )
+    with pytest.raises(ValueError, match="one past action"):
+        glam_prompt(BABYAI_ACTIONS, "m", [["a"], ["b"]], [])
+
+
+def test_bot_solves_goto_and_results_do_not_depend_on_n_envs():
+    one = evaluate(BotAgent(), lambda: gym.make(GOTO), 12, n_envs=1, seed=5)
+    four = evaluate(BotAgent(), lambda: gym.make(GOTO), 12, n_envs=4, seed=5)
+    assert [e.seed for e in one.episodes] == list(range(5, 17))
+    assert [(e.success, e.length, e.episode_return) for e in one.episodes] == [
+        (e.success, e.length, e.episode_return) for e in four.episodes
+    ]
+    assert one.summary()["success_rate"] == 1.0
+
+
+def test_random_agent_is_seeded_and_much_worse_than_the_bot():
+    a = evaluate(RandomAgent(seed=1), lambda: gym.make(GOTO), 30, n_envs=6, seed=0)
+    b = evaluate(RandomAgent(seed=1), lambda: gym.make(GOTO), 30, n_envs=6, seed=0)
+    assert [e.length for e in a.episodes] == [e.length for e in b.episodes]
+    assert a.summary()["success_rate"] < 0.7
+    assert all(0 < e.episode_return <= 1 for e in a.episodes if e.success)
+
+
+class _FixedLM:
+    """Scores that always prefer one action: enough to test the agent's bookkeeping."""
+
+    def __init__(self, best: str) -> None:
+        from llmrl.lm.base import CallStats
+
+        self.best, self.stats, self.prompts = best, CallStats(), []
+
+    def score(self, contexts, candidates):
+        from llmrl.lm.base import CandidateScores
+
+        self.stats.score_calls += 1
+        self.stats.scored_contexts += len(contexts)
+        self.prompts.extend(contexts)
+        lp = np.array([0.0 if c == self.best else -5.0 for c in candidates])
+        return [CandidateScores(tuple(candidates), lp, lp, np.ones(len(candidates), int)) for _ in contexts]
+
+
+def test_llm_agent_keeps_three_observations_and_two_actions():
+    lm = _FixedLM("go forward")
+    agent = LLMPolicyAgent(lm, greedy=True)  # type: ignore[arg-type]
+    res = evaluate(agent, lambda: gym.make(GOTO), 2, n_envs=2, seed=0)
+    assert all(e.length >= 1 for e in res.episodes)
+    last = lm.prompts[-1]
+    assert "Observation 2:" in last and "Observation 3:" not in last
+    assert last.count("Action 0: go forward") == 1 and last.endswith("Action 2: ")
+    assert res.lm["lm_calls"] == lm.stats.score_calls
+
+
+def test_sampled_llm_agent_follows_the_softmax():
+    lm = _FixedLM("pick up")
+    agent = LLMPolicyAgent(lm, greedy=False, seed=0)  # type: ignore[arg-type]
+    env = gym.make(GOTO)
+    obs, info = env.reset(seed=0)
+    picks = []
+    for i in range(200):
+        agent.begin_episode(i, env, obs, info)
+        picks.append(int(agent.act([obs], [info], [i])[0]))
+    # p(pick up) = 1 / (1 + 5 e^-5) ~ 0.967
+    assert 0.9 < np.mean(np.array(picks) == BABYAI_ACTIONS.index("pick up")) < 1.0
+
+
+def test_results_are_written_as_json_and_markdown(tmp_path):
+    res = evaluate(BotAgent(), lambda: gym.make(GOTO), 3, n_envs=3, seed=0, env_id=GOTO)
+    out = write_results([res], tmp_path, {"command": "test"})
+    data = json.loads((out / "results.json").read_text())
+    assert data["results"][0]["summary"]["episodes"] == 3
+    assert len(data["results"][0]["episodes"]) == 3
+    assert "| BabyAI-Text-GoToLocal-v0 | bot | 3 |" in (out / "results.md").read_text()
+    assert "success rate" in markdown_table([res])
+
+
+def test_intervals():
+    lo, hi = wilson_interval(0, 100)
+    assert lo == 0 and 0.03 < hi < 0.04
+    lo, hi = wilson_interval(50, 100)
+    assert lo < 0.5 < hi and abs((lo + hi) / 2 - 0.5) < 1e-9
+    m, lo, hi = mean_interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and lo < 2.0 < hi

@@ -1,0 +1,41 @@
+"""The ``llmrl`` command line, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmrl.cli import main
+
+
+def test_eval_smoke_with_the_real_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["eval", "--agents", "random,llm,bot", "--envs", "BabyAI-Text-GoToLocalS5N2-v0",
+               "--episodes", "2", "--n-envs", "2", "--out", str(out), "--quiet", "--no-cache"])
+    assert rc == 0
+    data = json.loads((out / "results.json").read_text())
+    agents = [r["summary"]["agent"] for r in data["results"]]
+    assert agents == ["random", "llm", "bot"]
+    llm = data["results"][1]["summary"]
+    assert llm["lm_calls"] >= 1 and llm["episodes"] == 2
+    assert data["meta"]["model"] == "gemma-3-270m"
+    assert "| BabyAI-Text-GoToLocalS5N2-v0 | llm | 2 |" in capsys.readouterr().out
+
+
+def test_console_script_reports_bad_input():
+    r = subprocess.run([sys.executable, "-m", "llmrl.cli", "eval", "--agents", "genius"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown agent 'genius'" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "llmrl.cli", "eval", "--envs", "BabyAI-Nope"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown environment 'BabyAI-Nope'" in r.stderr
+
+
+def test_unknown_model_fails_before_running(tmp_path):
+    from llmrl.lm import LMError
+
+    with pytest.raises(LMError, match="unknown model"):
+        main(["eval", "--agents", "llm", "--model", "no-such-model", "--episodes", "1", "--out", str(tmp_path), "--quiet"])
