@@ -14,13 +14,16 @@ from llmrl.cli import main
 def test_eval_smoke_with_the_real_model(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["eval", "--agents", "random,llm,bot", "--envs", "BabyAI-Text-GoToLocalS5N2-v0",
-               "--episodes", "2", "--n-envs", "2", "--out", str(out), "--quiet", "--no-cache"])
+               "--episodes", "2", "--n-envs", "2", "--out", str(out), "--quiet",
+               "--cache-file", str(tmp_path / "cache.sqlite")])
     assert rc == 0
     data = json.loads((out / "results.json").read_text())
     agents = [r["summary"]["agent"] for r in data["results"]]
     assert agents == ["random", "llm", "bot"]
     llm = data["results"][1]["summary"]
     assert llm["lm_calls"] >= 1 and llm["episodes"] == 2
+    # A greedy policy revisits the same prompts: the result cache answers those.
+    assert llm["cache_hits"] + llm["cache_misses"] == llm["env_steps"]
     assert data["meta"]["model"] == "gemma-3-270m"
     assert "| BabyAI-Text-GoToLocalS5N2-v0 | llm | 2 |" in capsys.readouterr().out
 

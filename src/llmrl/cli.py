@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None, help="LM name, folder, .gguf or openai:<url>#<model> (default gemma-3-270m)")
     ev.add_argument("--dtype", default="auto", help="hf backend dtype: auto (bf16 where the CPU has it), fp32, bf16")
     ev.add_argument("--no-cache", action="store_true", help="do not use the persistent LM result cache")
+    ev.add_argument("--cache-file", default=None, help="sqlite file for the LM result cache (default: $LLMRL_CACHE_DIR/lm-cache.sqlite)")
     ev.add_argument("--normalise-length", action="store_true", help="score actions by mean token log-prob")
     ev.add_argument("--out", default="runs/eval", help="folder for results.json and results.md")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,7 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if not args.no_cache:
                 from llmrl.lm.cache import CachedLM
 
-                lm = CachedLM(lm)
+                lm = CachedLM(lm, args.cache_file)
         return lm
 
     results = []

@@ -129,7 +129,7 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
     """One row per (environment, agent): success with its 95% interval, return, length, cost."""
     head = (
         "| environment | agent | episodes | success rate [95% CI] | mean return [95% CI] | mean length "
-        "| LM calls | wall time (s) |\n|---|---|---:|---|---|---:|---:|---:|"
+        "| LM calls | prompts scored (cache hits) | wall time (s) |\n|---|---|---:|---|---|---:|---:|---:|---:|"
     )
     rows = [head]
     for r in results:
@@ -137,10 +137,11 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
         lo, hi = s["success_ci95"]
         rlo, rhi = s["return_ci95"]
         calls = s.get("lm_calls")
+        prompts = "-" if calls is None else f"{int(s['lm_contexts'])} ({int(s.get('cache_hits', 0))})"
         rows.append(
             f"| {s['env_id']} | {s['agent']} | {s['episodes']} | {s['success_rate']:.2f} [{lo:.2f}, {hi:.2f}] "
             f"| {s['mean_return']:.3f} [{rlo:.3f}, {rhi:.3f}] | {s['mean_length']:.1f} "
-            f"| {'-' if calls is None else int(calls)} | {s['wall_seconds']:.1f} |"
+            f"| {'-' if calls is None else int(calls)} | {prompts} | {s['wall_seconds']:.1f} |"
         )
     return "\n".join(rows)
 
@@ -157,4 +158,17 @@ def write_results(results: Sequence[EvalResult], out_dir: str | Path, meta: dict
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(out / "results.json")
     (out / "results.md").write_text(markdown_table(results) + "\n")
+    return out
+
+
+def load_results(path: str | Path) -> list[EvalResult]:
+    """Read back what ``write_results`` wrote (a ``results.json`` file or its folder)."""
+    path = Path(path)
+    data = json.loads((path / "results.json" if path.is_dir() else path).read_text())
+    lm_keys = ("lm_calls", "lm_contexts", "cache_hits", "cache_misses")
+    out = []
+    for r in data["results"]:
+        s = r["summary"]
+        out.append(EvalResult(s["agent"], s["env_id"], [Episode(**e) for e in r["episodes"]],
+                              s["wall_seconds"], {k: s[k] for k in lm_keys if k in s}))
     return out

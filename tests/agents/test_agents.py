@@ -113,3 +113,13 @@ def test_intervals():
     assert lo < 0.5 < hi and abs((lo + hi) / 2 - 0.5) < 1e-9
     m, lo, hi = mean_interval([1.0, 2.0, 3.0])
     assert m == 2.0 and lo < 2.0 < hi
+
+
+def test_results_round_trip_through_json(tmp_path):
+    from llmrl.evaluation import load_results
+
+    res = evaluate(RandomAgent(seed=3), lambda: gym.make(GOTO), 4, n_envs=2, seed=0, env_id=GOTO)
+    write_results([res], tmp_path)
+    back = load_results(tmp_path)
+    assert back[0].summary() == res.summary()
+    assert markdown_table(back) == markdown_table([res])

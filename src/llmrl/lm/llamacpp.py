@@ -1,0 +1,318 @@
+"""The llama.cpp backend: a GGUF file run as-is (quantized) through llama-cpp-python.
+
+Optional: ``pip install 'llmrl[llamacpp]'`` (or ``pip install llama-cpp-python``). PyPI serves only
+a source distribution, so the install compiles llama.cpp: 10-20 minutes on a small CPU.
+
+Scoring reuses the prompt prefix through llama.cpp's KV cache:
+
+1. a context is tokenised (BOS + text) and evaluated once; its last row of logits gives the
+   log-probability of every candidate's first token. If the previous context (or generation)
+   shares a token prefix with it, only the new tokens are evaluated;
+2. for each candidate, the KV cache is truncated back to the context (``Llama.n_tokens``) and only
+   the candidate's tokens (all but the last: nothing needs the prediction that follows it) are
+   evaluated; their logit rows give the remaining token log-probabilities.
+
+Tokenisation follows :mod:`llmrl.lm.hf` so the two backends score the same token sequences:
+:func:`~llmrl.lm.base.split_trailing_space` first, then BOS prepended to the context whether or
+not the GGUF asks for it, and context and candidate tokenised separately with no special tokens
+added (special-token text such as ``<|im_start|>`` is still parsed, as transformers does).
+
+``score_naive`` evaluates each (context, candidate) pair from an empty cache: the reference that
+tests check the prefix-reusing path against.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrl.lm.base import (
+    CandidateScores,
+    Generation,
+    LanguageModel,
+    LMError,
+    as_candidate_lists,
+    split_trailing_space,
+)
+from llmrl.lm.hf import truncate_at_stop
+
+INSTALL_HINT = (
+    "the llamacpp backend needs llama-cpp-python: install it with `pip install llama-cpp-python` "
+    "(or `pip install 'llmrl[llamacpp]'`). PyPI has only its source, so pip compiles llama.cpp: "
+    "expect 10-20 minutes on a small CPU. Or use the hf backend instead: load_model('<name>') "
+    "without the 'llamacpp:' prefix runs the same GGUF through transformers."
+)
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as e:  # also raised when sys.modules["llama_cpp"] is None
+        raise LMError(INSTALL_HINT) from e
+    return llama_cpp
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64 (rows of a 49k-262k vocabulary sum many small terms)."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
+
+
+class LlamaCppLM(LanguageModel):
+    """A GGUF model run by llama.cpp on the CPU. ``path`` is the ``.gguf`` file.
+
+    ``n_ctx`` bounds context + candidate (or prompt + generated) tokens. ``n_threads=None`` lets
+    llama.cpp choose. ``seed`` makes unseeded sampling reproducible across runs.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__()
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise LMError(
+                f"GGUF file not found: {path}. Pass the path of an existing .gguf file, or a "
+                "registered name such as 'llamacpp:smollm2-135m-instruct'."
+            )
+        llama_cpp = _import_llama_cpp()
+        self.name = name or path.stem
+        self.path = path
+        t0 = time.perf_counter()
+        try:
+            # logits_all: every evaluated position keeps its logits row (Llama.scores), which
+            # scoring needs for the candidate tokens. swa_full: keep the whole sliding-window KV
+            # (gemma-3) so truncating back to a context and re-extending it stays exact.
+            self.llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                seed=seed,
+                logits_all=True,
+                swa_full=True,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise LMError(f"llama.cpp could not load {path}: {e}. Is it a valid GGUF file?") from e
+        self.load_seconds = time.perf_counter() - t0
+        self.n_ctx = self.llama.n_ctx()
+        self.n_vocab = self.llama.n_vocab()
+        bos = self.llama.token_bos()
+        # Prepend BOS ourselves, as hf.py does: some GGUFs set add_bos_token, some do not.
+        self._bos = [bos] if bos is not None and bos >= 0 else []
+        self._rng = np.random.default_rng(seed)
+
+    # ----------------------------------------------------------------- tokens
+    def _encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _pair_ids(self, context: str, candidate: str) -> tuple[list[int], list[int]]:
+        ctx, cand = split_trailing_space(context, candidate)
+        return self._bos + self._encode(ctx), self._encode(cand)
+
+    def _check_fits(self, n: int, what: str) -> None:
+        if n > self.n_ctx:
+            raise LMError(
+                f"{what} needs {n} tokens but the llama.cpp context holds n_ctx={self.n_ctx}: "
+                f"load the model with a larger n_ctx, e.g. load_model(name, n_ctx={2 ** int(np.ceil(np.log2(n)))})"
+            )
+
+    # ------------------------------------------------------------------ state
+    def _eval_from(self, keep: int, tokens: Sequence[int]) -> None:
+        """Keep the first ``keep`` cached tokens, evaluate ``tokens`` after them.
+
+        ``Llama.eval`` removes the KV entries from ``n_tokens`` on before decoding, and writes the
+        logits of the new positions into ``scores[keep : keep + len(tokens)]``.
+        """
+        self.llama.n_tokens = keep
+        self.llama.eval(list(tokens))
+        self.stats.extra["evaluated_tokens"] = self.stats.extra.get("evaluated_tokens", 0) + len(tokens)
+
+    def _cached_prefix(self, ids: Sequence[int]) -> int:
+        """Length of the longest prefix of ``ids`` already in llama.cpp's KV cache."""
+        cached = self.llama.input_ids[: self.llama.n_tokens]
+        n = min(len(cached), len(ids))
+        if n == 0:
+            return 0
+        diff = np.flatnonzero(cached[:n] != np.asarray(ids[:n], dtype=cached.dtype))
+        return int(diff[0]) if diff.size else n
+
+    # ---------------------------------------------------------------- scoring
+    def _score_context(self, ctx_ids: list[int], cand_ids: list[list[int]]) -> np.ndarray:
+        """Summed log-probs of each candidate after ``ctx_ids``, evaluating the context once."""
+        L = len(ctx_ids)
+        # Reuse what the cache shares with this context, but always evaluate at least the last
+        # context token, so its logits row is fresh and the last decode matches n_tokens.
+        keep = min(self._cached_prefix(ctx_ids), L - 1)
+        self.stats.extra["reused_prefix_tokens"] = self.stats.extra.get("reused_prefix_tokens", 0) + keep
+        self._eval_from(keep, ctx_ids[keep:])
+        first = _log_softmax(self.llama.scores[L - 1])  # predicts every candidate's first token
+        out = np.zeros(len(cand_ids), dtype=np.float64)
+        for j, ids in enumerate(cand_ids):
+            out[j] = first[ids[0]]
+            if len(ids) > 1:
+                self._eval_from(L, ids[:-1])  # truncate the KV back to the context, extend it
+                lp = _log_softmax(self.llama.scores[L : L + len(ids) - 1])
+                out[j] += lp[np.arange(len(ids) - 1), ids[1:]].sum()
+        return out
+
+    def _tokenise_all(
+        self, contexts: Sequence[str], lists: list[tuple[str, ...]]
+    ) -> list[tuple[list[int], list[list[int]]]]:
+        work = []
+        for c, cands in zip(contexts, lists):
+            ctx_ids: list[int] = []
+            cand_ids = []
+            for cand in cands:
+                ctx_ids, ids = self._pair_ids(c, cand)
+                if not ids:
+                    raise ValueError(f"candidate {cand!r} tokenises to nothing: use a non-empty string")
+                cand_ids.append(ids)
+            if not ctx_ids:
+                raise LMError(
+                    "an empty context cannot be scored: this GGUF has no BOS token to condition on; "
+                    "give a non-empty context"
+                )
+            self._check_fits(len(ctx_ids) + max(len(x) for x in cand_ids), "a (context, candidate) pair")
+            work.append((ctx_ids, cand_ids))
+        return work
+
+    @staticmethod
+    def _results(lists: list[tuple[str, ...]], work, scores) -> list[CandidateScores]:
+        results = []
+        for cands, (_, cand_ids), lp in zip(lists, work, scores):
+            s = np.asarray(lp, dtype=np.float32)
+            n = np.array([len(x) for x in cand_ids])
+            results.append(CandidateScores(cands, s, s / n, n))
+        return results
+
+    def score(
+        self,
+        contexts: Sequence[str],
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+    ) -> list[CandidateScores]:
+        lists = as_candidate_lists(contexts, candidates)
+        work = self._tokenise_all(contexts, lists)
+        self.stats.score_calls += 1
+        self.stats.scored_contexts += len(contexts)
+        self.stats.prompt_tokens += sum(len(c) for c, _ in work)
+        scores = [self._score_context(ctx_ids, cand_ids) for ctx_ids, cand_ids in work]
+        return self._results(lists, work, scores)
+
+    def score_naive(
+        self,
+        contexts: Sequence[str],
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+    ) -> list[CandidateScores]:
+        """Reference scorer: every (context, candidate) pair evaluated from an empty KV cache,
+        its log-probs read off the full logits rows. Same tokens as :meth:`score`."""
+        lists = as_candidate_lists(contexts, candidates)
+        work = self._tokenise_all(contexts, lists)
+        scores = []
+        for ctx_ids, cand_ids in work:
+            L = len(ctx_ids)
+            row = []
+            for ids in cand_ids:
+                self.llama.reset()
+                self._eval_from(0, ctx_ids + ids)
+                lp = _log_softmax(self.llama.scores[L - 1 : L + len(ids) - 1])
+                row.append(float(lp[np.arange(len(ids)), ids].sum()))
+            scores.append(row)
+        return self._results(lists, work, scores)
+
+    def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
+        """Per-token log-probs of ``text`` (the first token has none), like ``HFLM.token_logprobs``."""
+        ids = self._bos + self._encode(text)
+        self._check_fits(len(ids), "the text")
+        self.llama.reset()
+        self._eval_from(0, ids)
+        lp = _log_softmax(self.llama.scores[: len(ids) - 1])[np.arange(len(ids) - 1), ids[1:]]
+        pieces = [self.llama.detokenize([t], special=True).decode("utf-8", errors="replace") for t in ids]
+        out: list[tuple[str, float | None]] = [
+            (pieces[i], float(lp[i - 1]) if i > 0 else None) for i in range(len(ids))
+        ]
+        return out[len(self._bos):]
+
+    # ------------------------------------------------------------- generation
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        n: int = 1,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """Continue each prompt with ``Llama.create_completion``.
+
+        Sampling is plain temperature + top-p (top-k, min-p, typical and repeat penalties off, as
+        in the hf backend); ``temperature == 0`` is greedy. Completion ``j`` of prompt ``i`` gets
+        its own sampler seed, drawn from ``seed`` (or, when ``seed`` is None, from the generator
+        seeded by the constructor's ``seed``), so seeded calls repeat exactly.
+        """
+        if isinstance(prompts, str):
+            raise ValueError("generate() takes a list of prompts, got one string: wrap it as [prompt]")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        self.stats.generate_calls += 1
+        self.stats.generated_prompts += len(prompts)
+        if len(prompts) == 0:
+            return []
+        rng = np.random.default_rng(seed) if seed is not None else self._rng
+        seeds = rng.integers(0, 2**31 - 1, size=(len(prompts), n))
+        encoded = [self._bos + self._encode(p) for p in prompts]
+        for ids in encoded:
+            # create_completion needs one free slot after the prompt; it shortens max_tokens itself.
+            self._check_fits(len(ids) + 1, "a prompt")
+        self.stats.prompt_tokens += sum(len(x) for x in encoded)
+        gens = []
+        for i, (p, ids) in enumerate(zip(prompts, encoded)):
+            texts = []
+            for j in range(n):
+                if max_new_tokens == 0:  # create_completion reads 0 as "up to n_ctx"
+                    texts.append("")
+                    continue
+                out = self.llama.create_completion(
+                    prompt=list(ids),
+                    max_tokens=max_new_tokens,
+                    temperature=float(temperature),
+                    top_p=float(top_p),
+                    top_k=0,
+                    min_p=0.0,
+                    typical_p=1.0,
+                    repeat_penalty=1.0,
+                    stop=list(stop),
+                    seed=int(seeds[i, j]),
+                )
+                usage = out.get("usage") or {}
+                self.stats.extra["generated_tokens"] = (
+                    self.stats.extra.get("generated_tokens", 0) + usage.get("completion_tokens", 0)
+                )
+                texts.append(truncate_at_stop(out["choices"][0]["text"], stop))
+            gens.append(Generation(p, tuple(texts)))
+        return gens
+
+    def close(self) -> None:
+        llama = getattr(self, "llama", None)
+        if llama is not None and hasattr(llama, "close"):
+            llama.close()
+        self.llama = None
