@@ -42,3 +42,17 @@ def test_unknown_model_fails_before_running(tmp_path):
 
     with pytest.raises(LMError, match="unknown model"):
         main(["eval", "--agents", "llm", "--model", "no-such-model", "--episodes", "1", "--out", str(tmp_path), "--quiet"])
+
+
+def test_resume_keeps_finished_pairs_and_runs_the_rest(tmp_path):
+    out = tmp_path / "run"
+    base = ["eval", "--envs", "BabyAI-Text-GoToLocalS5N2-v0", "--episodes", "3", "--n-envs", "3",
+            "--out", str(out), "--quiet"]
+    assert main(base + ["--agents", "bot"]) == 0
+    first = json.loads((out / "results.json").read_text())["results"][0]
+    assert main(base + ["--agents", "bot,random", "--resume"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [r["summary"]["agent"] for r in data["results"]] == ["bot", "random"]
+    # The bot's pair was kept as it was (same wall time), not run again.
+    assert data["results"][0]["summary"]["wall_seconds"] == first["summary"]["wall_seconds"]
+    assert "--resume" in data["meta"]["command"]

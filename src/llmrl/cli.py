@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 AGENTS = ("random", "llm", "llm-sampled", "bot")
 
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-file", default=None, help="sqlite file for the LM result cache (default: $LLMRL_CACHE_DIR/lm-cache.sqlite)")
     ev.add_argument("--normalise-length", action="store_true", help="score actions by mean token log-prob")
     ev.add_argument("--out", default="runs/eval", help="folder for results.json and results.md")
+    ev.add_argument("--resume", action="store_true",
+                    help="keep the (agent, environment) results already in --out from the same command, run the rest")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -60,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import llmrl.envs as envs
-    from llmrl.evaluation import evaluate, markdown_table, write_results
+    from llmrl.evaluation import evaluate, load_results, markdown_table, write_results
     from llmrl.lm import DEFAULT_MODEL, load_model
 
     for a in args.agents:
@@ -86,23 +90,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 lm = CachedLM(lm, args.cache_file)
         return lm
 
-    results = []
-    total = args.episodes * len(args.agents) * len(args.envs)
-    bar = tqdm(total=total, disable=args.quiet, unit="ep", dynamic_ncols=True)
-    for env_id in args.envs:
-        for kind in args.agents:
-            agent = _make_agent(kind, lm_factory, args.seed, args.normalise_length)
-            bar.set_description(f"{kind} on {env_id}")
-            done_before = bar.n
-            res = evaluate(agent, lambda env_id=env_id: gym.make(env_id), args.episodes, args.n_envs,
-                           args.seed, env_id, progress=lambda k: bar.update(done_before + k - bar.n))
-            results.append(res)
-            s = res.summary()
-            bar.set_postfix(success=f"{s['success_rate']:.2f}")
-    bar.close()
     meta = {
-        "command": "llmrl " + " ".join(sys.argv[1:]),
-        "model": model_name if lm is not None else None,
+        "command": "llmrl " + " ".join(args.argv),
+        "model": model_name if {"llm", "llm-sampled"} & set(args.agents) else None,
         "dtype": args.dtype,
         "episodes": args.episodes,
         "n_envs": args.n_envs,
@@ -111,6 +101,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    # Results are written after every (agent, environment) pair, so a killed run loses at most
+    # the pair in progress; --resume keeps finished pairs (same episodes and seed) and runs the rest.
+    done = {}
+    previous = Path(args.out) / "results.json"
+    if args.resume and previous.exists():
+        old_meta = json.loads(previous.read_text()).get("meta", {})
+        same_lm = (old_meta.get("model"), old_meta.get("dtype")) == (model_name, args.dtype)
+        for r in load_results(previous):
+            same_run = r.n == args.episodes and r.episodes[0].seed == args.seed
+            if same_run and (same_lm or not r.agent.startswith("llm")):
+                done[(r.agent, r.env_id)] = r
+    results = []
+    total = args.episodes * len(args.agents) * len(args.envs)
+    bar = tqdm(total=total, disable=args.quiet, unit="ep", dynamic_ncols=True)
+    for env_id in args.envs:
+        for kind in args.agents:
+            if (kind, env_id) in done:
+                results.append(done[(kind, env_id)])
+                bar.update(args.episodes)
+                continue
+            agent = _make_agent(kind, lm_factory, args.seed, args.normalise_length)
+            bar.set_description(f"{kind} on {env_id}")
+            done_before = bar.n
+            res = evaluate(agent, lambda env_id=env_id: gym.make(env_id), args.episodes, args.n_envs,
+                           args.seed, env_id, progress=lambda k: bar.update(done_before + k - bar.n))
+            results.append(res)
+            out = write_results(results, args.out, meta)
+            bar.set_postfix(success=f"{res.summary()['success_rate']:.2f}")
+    bar.close()
     out = write_results(results, args.out, meta)
     print(markdown_table(results))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
@@ -118,7 +137,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if args.command == "eval":
         return cmd_eval(args)
     raise SystemExit(f"unknown command {args.command}")
