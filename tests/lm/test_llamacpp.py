@@ -36,11 +36,20 @@ CANDIDATES = [
     ["4", "The answer is 4.", " four"],
 ]
 
-# hf (dequantized fp32 weights, fp32 torch kernels) vs llama.cpp (Q4_1 weights used in place with
-# activations quantized to 8 bits for the dot products, its own kernels). Measured on this model
-# and these pairs: max |difference| ~0.11 nats over the sums of up to 9 tokens, ~0.04 nats
-# per token; see the report of test_agrees_with_hf_backend.
-HF_ATOL_PER_TOKEN = 0.1
+# Agreement with the hf backend on the same GGUF. hf dequantizes the Q4_1/Q8_0 weights to fp32
+# and runs fp32 throughout; llama.cpp keeps them quantized and quantizes the activations to 8 bits
+# for every matmul (Q8_1 blocks), with an f16 KV cache. Measured on this model over 83 pairs
+# (152 candidate tokens, 16 contexts): |logprob difference| max 0.56 nats, mean 0.15, p95 0.39;
+# per token max 0.41 (on this file's 19 pairs: max 0.41, mean 0.09); the candidate softmax (the
+# policy) differs by at most 0.047 in probability; KL(hf || llama.cpp) of the next-token
+# distribution averages 0.005 nats per position of PROMPT.
+# The big differences sit on unlikely tokens (log-probs of -4 to -9), whose log-probs move most
+# when logits shift by a few hundredths. A real mismatch (BOS, tokenisation, an off-by-one
+# position) moves scores by whole nats, far above these bounds.
+HF_MAX_ABS = 0.75  # nats, per (context, candidate) pair
+HF_MEAN_ABS = 0.25  # nats, averaged over pairs
+HF_MAX_POLICY = 0.1  # probability, the softmax over one context's candidates
+HF_MEAN_TOKEN = 0.15  # nats, mean |difference| of PROMPT's own token log-probs (measured 0.066)
 
 
 def _have_smollm2() -> bool:
@@ -95,6 +104,19 @@ def test_prefix_reuse_equals_naive_scores(lcp):
     assert lcp.stats.extra["reused_prefix_tokens"] > 0
 
 
+def test_prefix_reuse_edge_cases_equal_naive(lcp):
+    # An empty context (BOS alone), and one longer than a llama.cpp batch (512 tokens), which is
+    # evaluated in several decode calls.
+    long = "Observation: You see a wall 2 steps forward.\n" * 60 + "Action: "
+    contexts = ["", long]
+    candidates = [["Hello", " The cat sat"], ["go forward", "toggle"]]
+    assert len(lcp._pair_ids(long, "x")[0]) > 512
+    fast = lcp.score(contexts, candidates)
+    naive = lcp.score_naive(contexts, candidates)
+    for f, n in zip(fast, naive):
+        np.testing.assert_allclose(f.logprob, n.logprob, atol=1e-3)
+
+
 def test_scores_do_not_depend_on_batching_or_cache_state(lcp):
     together = lcp.score(CONTEXTS, CANDIDATES)
     lcp.generate(["Once upon a time"], max_new_tokens=5)  # leaves other tokens in the KV cache
@@ -118,19 +140,20 @@ def test_agrees_with_hf_backend(lcp):
             assert lcp._pair_ids(c, cand) == hf._pair_ids(c, cand), (c, cand)
     a = lcp.score(CONTEXTS, CANDIDATES)
     b = hf.score(CONTEXTS, CANDIDATES)
-    diffs = []
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.n_tokens, y.n_tokens)
-        d = np.abs(x.logprob - y.logprob)
-        diffs.append(d)
-        assert (d <= HF_ATOL_PER_TOKEN * x.n_tokens).all(), (x.candidates, x.logprob, y.logprob)
-        # The best candidate is the same unless the two are within the tolerance of each other.
-        best = int(np.argmax(y.logprob))
-        assert x.logprob[best] >= x.logprob.max() - 2 * HF_ATOL_PER_TOKEN * x.n_tokens.max()
-    d = np.concatenate(diffs)
-    n = np.concatenate([x.n_tokens for x in a])
-    print(f"\nllama.cpp vs hf fp32 on {MODEL}: max |dlogprob| {d.max():.4f}, mean {d.mean():.4f}, "
-          f"max per token {(d / n).max():.4f} over {d.size} pairs")
+        np.testing.assert_allclose(x.logprob, y.logprob, atol=HF_MAX_ABS, rtol=0)
+        assert np.abs(x.probs() - y.probs()).max() <= HF_MAX_POLICY
+    d = np.concatenate([np.abs(x.logprob - y.logprob) for x, y in zip(a, b)])
+    assert d.mean() <= HF_MEAN_ABS
+    # The log-probs of a text's own tokens (mostly likely ones) agree more closely.
+    tl = np.array([p for _, p in lcp.token_logprobs(PROMPT)[1:]])
+    th = np.array([p for _, p in hf.token_logprobs(PROMPT)[1:]])
+    assert [t for t, _ in lcp.token_logprobs(PROMPT)] == [t for t, _ in hf.token_logprobs(PROMPT)]
+    dt = np.abs(tl - th)
+    assert dt.mean() <= HF_MEAN_TOKEN
+    print(f"\nllama.cpp vs hf fp32 on {MODEL}: candidates max |dlogprob| {d.max():.4f} mean {d.mean():.4f} "
+          f"over {d.size} pairs; PROMPT tokens max {dt.max():.4f} mean {dt.mean():.4f}")
     hf.close()
 
 

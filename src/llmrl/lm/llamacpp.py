@@ -9,8 +9,22 @@ Scoring reuses the prompt prefix through llama.cpp's KV cache:
    log-probability of every candidate's first token. If the previous context (or generation)
    shares a token prefix with it, only the new tokens are evaluated;
 2. for each candidate, the KV cache is truncated back to the context (``Llama.n_tokens``) and only
-   the candidate's tokens (all but the last: nothing needs the prediction that follows it) are
-   evaluated; their logit rows give the remaining token log-probabilities.
+   the candidate's tokens are evaluated (all but the last, whose prediction nobody needs); their
+   logit rows give the remaining token log-probabilities.
+
+No decode is given a single token where that can be avoided: llama.cpp's CPU backend runs
+one-token batches through other matmul kernels (llamafile's sgemm only serves n >= 2), which
+changes a Q4 model's log-probs by up to ~0.5 nats, while every split of a sequence into batches
+of 2+ tokens gives bit-identical logits. So prefix reuse re-evaluates the last two context tokens
+and both tokens of a two-token candidate, and its scores equal evaluating each pair from scratch.
+
+On Intel CPUs with AMX (Sapphire Rapids and later), llama.cpp 0.3.36 built with
+``-DGGML_NATIVE=ON`` (pip's default) was seen to die with SIGILL (``tilezero`` in
+``ggml_backend_amx_mul_mat``) in a VM; build without AMX instead::
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \\
+      -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON \\
+      -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON" pip install llama-cpp-python
 
 Tokenisation follows :mod:`llmrl.lm.hf` so the two backends score the same token sequences:
 :func:`~llmrl.lm.base.split_trailing_space` first, then BOS prepended to the context whether or
@@ -126,9 +140,10 @@ class LlamaCppLM(LanguageModel):
 
     def _check_fits(self, n: int, what: str) -> None:
         if n > self.n_ctx:
+            bigger = 2 ** int(np.ceil(np.log2(n)))
             raise LMError(
                 f"{what} needs {n} tokens but the llama.cpp context holds n_ctx={self.n_ctx}: "
-                f"load the model with a larger n_ctx, e.g. load_model(name, n_ctx={2 ** int(np.ceil(np.log2(n)))})"
+                f"load the model with a larger n_ctx, e.g. load_model(name, n_ctx={bigger})"
             )
 
     # ------------------------------------------------------------------ state
@@ -137,9 +152,23 @@ class LlamaCppLM(LanguageModel):
 
         ``Llama.eval`` removes the KV entries from ``n_tokens`` on before decoding, and writes the
         logits of the new positions into ``scores[keep : keep + len(tokens)]``.
+
+        No decode call gets a single token unless ``tokens`` is one token: llama.cpp's CPU
+        backend multiplies a one-token batch with other kernels than a longer one (llamafile's
+        sgemm is skipped for n < 2), and on a Q4 model the logits differ by up to ~0.5 nats.
+        Batches of 2+ tokens give bit-identical rows however the sequence is split, which is what
+        makes prefix reuse equal to evaluating each pair from scratch.
         """
+        tokens = list(tokens)
+        step = max(2, int(self.llama.n_batch))
         self.llama.n_tokens = keep
-        self.llama.eval(list(tokens))
+        i = 0
+        while i < len(tokens):
+            n = min(step, len(tokens) - i)
+            if len(tokens) - (i + n) == 1:  # do not leave a one-token remainder
+                n -= 1
+            self.llama.eval(tokens[i : i + n])
+            i += n
         self.stats.extra["evaluated_tokens"] = self.stats.extra.get("evaluated_tokens", 0) + len(tokens)
 
     def _cached_prefix(self, ids: Sequence[int]) -> int:
@@ -153,19 +182,28 @@ class LlamaCppLM(LanguageModel):
 
     # ---------------------------------------------------------------- scoring
     def _score_context(self, ctx_ids: list[int], cand_ids: list[list[int]]) -> np.ndarray:
-        """Summed log-probs of each candidate after ``ctx_ids``, evaluating the context once."""
+        """Summed log-probs of each candidate after ``ctx_ids``, evaluating the context once.
+
+        Every decode gets at least two tokens (see :meth:`_eval_from`), so the logits equal those
+        of evaluating each (context, candidate) pair in one batch (:meth:`score_naive`).
+        """
         L = len(ctx_ids)
-        # Reuse what the cache shares with this context, but always evaluate at least the last
-        # context token, so its logits row is fresh and the last decode matches n_tokens.
-        keep = min(self._cached_prefix(ctx_ids), L - 1)
+        # Reuse what the cache shares with this context, but re-evaluate at least its last two
+        # tokens: the last row of logits must be fresh, and one-token decodes are avoided.
+        keep = max(0, min(self._cached_prefix(ctx_ids), L - 2))
         self.stats.extra["reused_prefix_tokens"] = self.stats.extra.get("reused_prefix_tokens", 0) + keep
-        self._eval_from(keep, ctx_ids[keep:])
+        todo = ctx_ids[keep:]
+        if len(todo) < 2:  # the context is BOS alone: add a token whose row nobody reads
+            todo = todo + [cand_ids[0][0]]
+        self._eval_from(keep, todo)
         first = _log_softmax(self.llama.scores[L - 1])  # predicts every candidate's first token
         out = np.zeros(len(cand_ids), dtype=np.float64)
         for j, ids in enumerate(cand_ids):
             out[j] = first[ids[0]]
             if len(ids) > 1:
-                self._eval_from(L, ids[:-1])  # truncate the KV back to the context, extend it
+                # Truncate the KV back to the context and extend it with the candidate: all its
+                # tokens but the last (whose prediction nobody needs), or both when it has two.
+                self._eval_from(L, ids[:-1] if len(ids) > 2 else ids)
                 lp = _log_softmax(self.llama.scores[L : L + len(ids) - 1])
                 out[j] += lp[np.arange(len(ids) - 1), ids[1:]].sum()
         return out
