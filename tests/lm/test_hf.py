@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llmrl.lm import LMError, load_model
-from llmrl.lm.hf import truncate_at_stop
+from llmrl.lm.base import truncate_at_stop
 
 ACTIONS = ["turn left", "turn right", "go forward", "pick up", "drop", "toggle"]
 PROMPT = (

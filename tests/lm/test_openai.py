@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from llmrl.lm.base import CandidateScores, Generation, LanguageModel, LMError, as_candidate_lists, split_trailing_space
-from llmrl.lm.openai import OpenAILM, cut_at_stop
+from llmrl.lm.base import truncate_at_stop
+from llmrl.lm.openai import OpenAILM
 from llmrl.lm.serve import LMServer, ServeOptions, serve_in_thread
 
 WORDS = ("go", "left", "right", "forward", ".", "pick", "up", "\n")
@@ -190,7 +191,7 @@ def test_generation_round_trips_with_stop_strings_n_and_seed(serve):
     for g, p in zip(greedy, prompts):
         full = model.generate([p], max_new_tokens=6)[0].texts[0]
         assert "." in full  # the server did not cut: the client did
-        assert g.prompt == p and g.texts == (cut_at_stop(full, ["."]),) * 2
+        assert g.prompt == p and g.texts == (truncate_at_stop(full, ["."]),) * 2
 
     a = lm.generate(prompts, max_new_tokens=8, temperature=1.0, n=3, seed=7)
     b = lm.generate(prompts, max_new_tokens=8, temperature=1.0, n=3, seed=7)

@@ -92,6 +92,28 @@ def split_trailing_space(context: str, candidate: str) -> tuple[str, str]:
     return stripped, context[len(stripped):] + candidate
 
 
+def check_generate_args(prompts: Sequence[str], max_new_tokens: int, temperature: float, n: int) -> None:
+    """Reject bad ``generate`` arguments with a message that names the fix (every backend)."""
+    if isinstance(prompts, str):
+        raise ValueError("generate() takes a list of prompts, got one string: wrap it as [prompt]")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the earliest occurrence of any stop string (servers usually cut there already)."""
+    cut = len(text)
+    for s in stop:
+        k = text.find(s) if s else -1
+        if 0 <= k < cut:
+            cut = k
+    return text[:cut]
+
+
 @dataclass
 class CallStats:
     """Counters every backend keeps, reported by evaluations (LM calls, tokens, cache hits)."""

@@ -34,7 +34,9 @@ from llmrl.lm.base import (
     LanguageModel,
     LMError,
     as_candidate_lists,
+    check_generate_args,
     split_trailing_space,
+    truncate_at_stop,
 )
 
 
@@ -299,12 +301,7 @@ class HFLM(LanguageModel):
         n: int = 1,
         seed: int | None = None,
     ) -> list[Generation]:
-        if isinstance(prompts, str):
-            raise ValueError("generate() takes a list of prompts, got one string: wrap it as [prompt]")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        check_generate_args(prompts, max_new_tokens, temperature, n)
         self.stats.generate_calls += 1
         self.stats.generated_prompts += len(prompts)
         if len(prompts) == 0:
@@ -336,12 +333,3 @@ class HFLM(LanguageModel):
             gens.append(Generation(p, tuple(truncate_at_stop(t, stop) for t in texts[i * n : (i + 1) * n])))
         return gens
 
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut ``text`` at the first occurrence of any stop string."""
-    cut = len(text)
-    for s in stop:
-        k = text.find(s)
-        if k != -1:
-            cut = min(cut, k)
-    return text[:cut]

@@ -51,9 +51,10 @@ from llmrl.lm.base import (
     LanguageModel,
     LMError,
     as_candidate_lists,
+    check_generate_args,
     split_trailing_space,
+    truncate_at_stop,
 )
-from llmrl.lm.hf import truncate_at_stop
 
 INSTALL_HINT = (
     "the llamacpp backend needs llama-cpp-python: install it with `pip install llama-cpp-python` "
@@ -303,14 +304,7 @@ class LlamaCppLM(LanguageModel):
         its own sampler seed, drawn from ``seed`` (or, when ``seed`` is None, from the generator
         seeded by the constructor's ``seed``), so seeded calls repeat exactly.
         """
-        if isinstance(prompts, str):
-            raise ValueError("generate() takes a list of prompts, got one string: wrap it as [prompt]")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        check_generate_args(prompts, max_new_tokens, temperature, n)
         self.stats.generate_calls += 1
         self.stats.generated_prompts += len(prompts)
         if len(prompts) == 0:

@@ -47,7 +47,9 @@ from llmrl.lm.base import (
     LanguageModel,
     LMError,
     as_candidate_lists,
+    check_generate_args,
     split_trailing_space,
+    truncate_at_stop,
 )
 
 LOGPROBS_MODES = ("auto", "echo", "prompt_logprobs")
@@ -369,10 +371,7 @@ class OpenAILM(LanguageModel):
         n: int = 1,
         seed: int | None = None,
     ) -> list[Generation]:
-        if isinstance(prompts, str):
-            raise ValueError("prompts must be a list of strings, got one string: wrap it as [prompt]")
-        if n < 1:
-            raise ValueError(f"n={n}: ask for at least one completion per prompt")
+        check_generate_args(prompts, max_new_tokens, temperature, n)
         stops = [stop] if isinstance(stop, str) else [s for s in stop if s]
 
         def one(prompt: str) -> tuple[tuple[str, ...], int]:
@@ -402,7 +401,7 @@ class OpenAILM(LanguageModel):
                     text = c.get("text") if isinstance(c, dict) else None
                     if not isinstance(text, str):
                         raise LMError(f"malformed response from {self.base_url}/v1/completions: {str(c)[:200]}")
-                    texts.append(cut_at_stop(text, stops))
+                    texts.append(truncate_at_stop(text, stops))
                 if not prompt_tokens:
                     prompt_tokens = int((resp.get("usage") or {}).get("prompt_tokens") or 0)
             if len(texts) < n:
@@ -513,16 +512,6 @@ class OpenAILM(LanguageModel):
                 time.sleep(delay)
         attempts = self.max_retries + 1
         raise LMError(f"{last_error} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})")
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to the earliest stop string (servers usually cut there already)."""
-    cut = len(text)
-    for s in stop:
-        i = text.find(s)
-        if 0 <= i < cut:
-            cut = i
-    return text[:cut]
 
 
 def _first_choice(resp: dict[str, Any], where: str) -> dict[str, Any]:
