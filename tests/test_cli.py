@@ -37,10 +37,8 @@ def test_console_script_reports_bad_input():
     assert r.returncode != 0 and "unknown environment 'BabyAI-Nope'" in r.stderr
 
 
-def test_unknown_model_fails_before_running(tmp_path):
-    from llmrl.lm import LMError
-
-    with pytest.raises(LMError, match="unknown model"):
+def test_unknown_model_fails_with_a_message_not_a_traceback(tmp_path):
+    with pytest.raises(SystemExit, match="llmrl: unknown model 'no-such-model'"):
         main(["eval", "--agents", "llm", "--model", "no-such-model", "--episodes", "1", "--out", str(tmp_path), "--quiet"])
 
 

@@ -82,7 +82,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def lm_factory():
         nonlocal lm
         if lm is None:
-            kwargs = {"dtype": args.dtype} if not model_name.startswith("openai:") else {}
+            # dtype is the hf backend's option; servers and llama.cpp fix their own precision.
+            remote = model_name.startswith(("openai:", "llamacpp:"))
+            kwargs = {} if remote else {"dtype": args.dtype}
             lm = load_model(model_name, **kwargs)
             if not args.no_cache:
                 from llmrl.lm.cache import CachedLM
@@ -94,6 +96,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "command": "llmrl " + " ".join(args.argv),
         "model": model_name if {"llm", "llm-sampled"} & set(args.agents) else None,
         "dtype": args.dtype,
+        "normalise_length": args.normalise_length,
         "episodes": args.episodes,
         "n_envs": args.n_envs,
         "seed": args.seed,
@@ -102,12 +105,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     # Results are written after every (agent, environment) pair, so a killed run loses at most
-    # the pair in progress; --resume keeps finished pairs (same episodes and seed) and runs the rest.
+    # the pair in progress. --resume keeps the finished pairs of a run with the same settings
+    # (episodes, seed; model, dtype and scoring for LM agents) and runs the rest.
     done = {}
     previous = Path(args.out) / "results.json"
     if args.resume and previous.exists():
-        old_meta = json.loads(previous.read_text()).get("meta", {})
-        same_lm = (old_meta.get("model"), old_meta.get("dtype")) == (model_name, args.dtype)
+        old = json.loads(previous.read_text()).get("meta", {})
+        same_lm = all(old.get(k) == meta[k] for k in ("model", "dtype", "normalise_length"))
         for r in load_results(previous):
             same_run = r.n == args.episodes and r.episodes[0].seed == args.seed
             if same_run and (same_lm or not r.agent.startswith("llm")):
@@ -140,8 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    if args.command == "eval":
-        return cmd_eval(args)
+    from llmrl.lm import LMError
+
+    try:
+        if args.command == "eval":
+            return cmd_eval(args)
+    except LMError as e:  # a problem the user can fix: say what, without a traceback
+        raise SystemExit(f"llmrl: {e}") from None
     raise SystemExit(f"unknown command {args.command}")
 
 

@@ -94,7 +94,7 @@ def evaluate(
         next_episode += 1
         obs[i], infos[i] = envs[i].reset(seed=ep_seed[i])
         ep_return[i], ep_len[i] = 0.0, 0
-        agent.begin_episode(i, envs[i], obs[i], infos[i])
+        agent.begin_episode(i, envs[i], obs[i], infos[i], ep_seed[i])
         active.append(i)
 
     lm_before = agent.lm_stats()

@@ -24,12 +24,13 @@ def test_glam_prompt_layout():
         [["You see a wall 2 steps forward"], ["You see a red ball 1 step left", "You carry a key"]],
         ["turn left"],
     )
+    # GLAM's layout (its test prompts in experiments/train_language_agent.py): " \n " separators.
     assert p == (
-        "Possible action of the agent: turn left, turn right, go forward, pick up, drop, toggle\n"
-        "Goal of the agent: go to the red ball\n"
-        "Observation 0: You see a wall 2 steps forward\n"
-        "Action 0: turn left\n"
-        "Observation 1: You see a red ball 1 step left, You carry a key\n"
+        "Possible action of the agent: turn left, turn right, go forward, pick up, drop, toggle \n "
+        "Goal of the agent: go to the red ball \n "
+        "Observation 0: You see a wall 2 steps forward \n "
+        "Action 0: turn left \n "
+        "Observation 1: You see a red ball 1 step left, You carry a key \n "
         "Action 1: "
     )
     with pytest.raises(ValueError, match="one past action"):
@@ -48,8 +49,11 @@ def test_bot_solves_goto_and_results_do_not_depend_on_n_envs():
 
 def test_random_agent_is_seeded_and_much_worse_than_the_bot():
     a = evaluate(RandomAgent(seed=1), lambda: gym.make(GOTO), 30, n_envs=6, seed=0)
-    b = evaluate(RandomAgent(seed=1), lambda: gym.make(GOTO), 30, n_envs=6, seed=0)
-    assert [e.length for e in a.episodes] == [e.length for e in b.episodes]
+    b = evaluate(RandomAgent(seed=1), lambda: gym.make(GOTO), 30, n_envs=1, seed=0)
+    # Each episode draws from its own generator: the same episodes whatever n_envs.
+    assert [(e.length, e.success) for e in a.episodes] == [(e.length, e.success) for e in b.episodes]
+    c = evaluate(RandomAgent(seed=2), lambda: gym.make(GOTO), 30, n_envs=6, seed=0)
+    assert [e.length for e in c.episodes] != [e.length for e in a.episodes]
     assert a.summary()["success_rate"] < 0.7
     assert all(0 < e.episode_return <= 1 for e in a.episodes if e.success)
 
@@ -90,7 +94,7 @@ def test_sampled_llm_agent_follows_the_softmax():
     obs, info = env.reset(seed=0)
     picks = []
     for i in range(200):
-        agent.begin_episode(i, env, obs, info)
+        agent.begin_episode(i, env, obs, info, seed=i)
         picks.append(int(agent.act([obs], [info], [i])[0]))
     # p(pick up) = 1 / (1 + 5 e^-5) ~ 0.967
     assert 0.9 < np.mean(np.array(picks) == BABYAI_ACTIONS.index("pick up")) < 1.0
@@ -123,3 +127,11 @@ def test_results_round_trip_through_json(tmp_path):
     back = load_results(tmp_path)
     assert back[0].summary() == res.summary()
     assert markdown_table(back) == markdown_table([res])
+
+
+def test_sampled_llm_episodes_do_not_depend_on_n_envs():
+    def run(n_envs):
+        agent = LLMPolicyAgent(_FixedLM("go forward"), greedy=False, seed=4)  # type: ignore[arg-type]
+        return [(e.length, e.success) for e in evaluate(agent, lambda: gym.make(GOTO), 6, n_envs, seed=0).episodes]
+
+    assert run(1) == run(3)

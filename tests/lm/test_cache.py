@@ -188,3 +188,12 @@ def test_concurrent_processes_share_one_file_without_errors(tmp_path):
     values = cache.get_many(f"k{i}" for i in range(n_distinct))
     assert values == {f"k{i}": {"i": i, "v": [i, -i / 3]} for i in range(n_distinct)}
     assert len(cache) == n_distinct + 20
+
+
+def test_cache_identity_separates_servers_and_models():
+    from llmrl.lm.openai import OpenAILM
+
+    a = OpenAILM("http://127.0.0.1:1/v1", "m")
+    b = OpenAILM("http://127.0.0.1:2/v1", "m")
+    assert a.cache_identity != b.cache_identity
+    assert CachedLM(a).model_key != CachedLM(b).model_key

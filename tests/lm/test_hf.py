@@ -151,3 +151,25 @@ def test_embeddings_are_normalised_and_semantic():
     assert e.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.3
+
+
+def test_cache_identity_names_weights_and_dtype(gemma_fp32):
+    ident = gemma_fp32.cache_identity
+    assert ident.startswith("hf:") and ident.endswith(":float32") and "model.safetensors" in ident
+
+
+def test_a_single_stop_string_is_not_split_into_characters(gemma_fp32):
+    g = gemma_fp32.generate(["1, 2, 3, 4,"], max_new_tokens=12, stop=" 7")[0]
+    assert g.texts[0].strip().startswith("5") and " 7" not in g.texts[0]
+
+
+def test_long_contexts_past_the_sliding_window_score_like_naive(gemma_fp32):
+    # gemma-3 attends locally (512 tokens) in 5 of 6 layers: a ~700-token context batched with a
+    # short one must still match the naive scorer.
+    long = "Observation: You see a wall 2 steps forward, You see a red ball 1 step left. " * 40 + "Action: "
+    contexts = [long, "Goal: go to the key\nAction: "]
+    fast = gemma_fp32.score(contexts, ACTIONS[:3])
+    naive = gemma_fp32.score_naive(contexts, ACTIONS[:3])
+    assert len(gemma_fp32._encode(long)) > 600
+    for f, n in zip(fast, naive):
+        np.testing.assert_allclose(f.logprob, n.logprob, atol=1e-3)

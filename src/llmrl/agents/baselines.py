@@ -18,10 +18,14 @@ class RandomAgent(Agent):
 
     def __init__(self, n_actions: int = 6, seed: int = 0) -> None:
         self.n_actions = n_actions
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.rngs: dict[int, np.random.Generator] = {}
+
+    def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any], seed: int) -> None:
+        self.rngs[i] = self.episode_rng(self.seed, seed)
 
     def act(self, obs: Sequence[Any], infos: Sequence[dict[str, Any]], active: Sequence[int]) -> np.ndarray:
-        return self.rng.integers(self.n_actions, size=len(active))
+        return np.array([self.rngs[i].integers(self.n_actions) for i in active], dtype=np.int64)
 
 
 class BotAgent(Agent):
@@ -36,7 +40,7 @@ class BotAgent(Agent):
         self.bots: dict[int, Any] = {}
         self.last_action: dict[int, int | None] = {}
 
-    def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any]) -> None:
+    def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any], seed: int) -> None:
         from minigrid.utils.baby_ai_bot import BabyAIBot
 
         # BabyAI-Text keeps the MiniGrid level it wraps as ``.level``; plain MiniGrid envs are the level.

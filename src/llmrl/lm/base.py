@@ -13,7 +13,7 @@ tensors or HTTP payloads.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +35,12 @@ class CandidateScores:
     logprob: np.ndarray
     mean_logprob: np.ndarray
     n_tokens: np.ndarray
+
+    @classmethod
+    def from_sums(cls, candidates: Sequence[str], logprob: Sequence[float], n_tokens: Sequence[int]) -> CandidateScores:
+        """Build from summed log-probs and token counts (the mean is derived)."""
+        lp, n = np.asarray(logprob, dtype=np.float64), np.asarray(n_tokens, dtype=np.int64)
+        return cls(tuple(candidates), lp, lp / np.maximum(n, 1), n)
 
     def probs(self, normalise_length: bool = False) -> np.ndarray:
         """A softmax over the candidates: GLAM's policy over action strings."""
@@ -92,8 +98,12 @@ def split_trailing_space(context: str, candidate: str) -> tuple[str, str]:
     return stripped, context[len(stripped):] + candidate
 
 
-def check_generate_args(prompts: Sequence[str], max_new_tokens: int, temperature: float, n: int) -> None:
-    """Reject bad ``generate`` arguments with a message that names the fix (every backend)."""
+def check_generate_args(
+    prompts: Sequence[str], max_new_tokens: int, temperature: float, n: int, top_p: float = 1.0,
+    stop: str | Sequence[str] = (),
+) -> list[str]:
+    """Reject bad ``generate`` arguments with a message that names the fix (every backend), and
+    return ``stop`` as a list of non-empty strings (a single string is one stop, not characters)."""
     if isinstance(prompts, str):
         raise ValueError("generate() takes a list of prompts, got one string: wrap it as [prompt]")
     if n < 1:
@@ -102,6 +112,30 @@ def check_generate_args(prompts: Sequence[str], max_new_tokens: int, temperature
         raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    return [stop] if isinstance(stop, str) else [s for s in stop if s]
+
+
+def pair_token_ids(
+    encode: Callable[[str], list[int]], bos: list[int], context: str, candidate: str
+) -> tuple[list[int], list[int]]:
+    """Token ids of (BOS + context, candidate), the rule every local backend scores by.
+
+    The context's trailing spaces move onto the candidate (``split_trailing_space``); both are
+    tokenised separately, so a context's tokens are the same for all its candidates and its KV
+    cache can be shared. A candidate glued to a word ("is" + "toggle") is therefore scored as its
+    own tokens, not as the merged token a tokenizer would produce for the joined text.
+    """
+    ctx, cand = split_trailing_space(context, candidate)
+    ctx_ids = bos + encode(ctx)
+    if not ctx_ids:
+        raise LMError("empty context on a model without a BOS token: nothing predicts the first "
+                      "candidate token; give a non-empty context")
+    cand_ids = encode(cand)
+    if not cand_ids:
+        raise ValueError(f"candidate {candidate!r} tokenises to nothing: use a non-empty string")
+    return ctx_ids, cand_ids
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -136,6 +170,12 @@ class LanguageModel(abc.ABC):
 
     def __init__(self) -> None:
         self.stats = CallStats()
+
+    @property
+    def cache_identity(self) -> str:
+        """What names this model's results in a persistent cache: everything that changes its
+        scores (weights, dtype, server), not just a display name. Backends refine it."""
+        return self.name
 
     @abc.abstractmethod
     def score(

@@ -29,7 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from llmrl.lm.base import CandidateScores, Generation, LanguageModel, LMError, as_candidate_lists
+from llmrl.lm.base import (
+    CandidateScores,
+    Generation,
+    LanguageModel,
+    LMError,
+    as_candidate_lists,
+    check_generate_args,
+)
 
 CACHE_FILE = "lm-cache.sqlite"
 _KEY_VERSION = 1  # bump when the meaning of stored values changes
@@ -196,7 +203,8 @@ class CachedLM(LanguageModel):
     Args:
         inner: the backend to wrap.
         cache: a :class:`ResultCache`, a path to its file, or ``None`` for the default file.
-        model_key: what names the model in cache keys; defaults to ``inner.name``. Change it when
+        model_key: what names the model in cache keys; defaults to ``inner.cache_identity``
+            (weights, dtype or server URL, per backend). Change it when
             the weights change (a checkpoint hash) or results would come from the old weights.
     """
 
@@ -209,7 +217,7 @@ class CachedLM(LanguageModel):
         super().__init__()
         self.inner = inner
         self.cache = cache if isinstance(cache, ResultCache) else ResultCache(cache)
-        self.model_key = model_key or getattr(inner, "name", None) or type(inner).__name__
+        self.model_key = model_key or inner.cache_identity
         self.name = getattr(inner, "name", self.model_key)
 
     def score(
@@ -260,10 +268,8 @@ class CachedLM(LanguageModel):
         n: int = 1,
         seed: int | None = None,
     ) -> list[Generation]:
-        if isinstance(prompts, str):
-            raise ValueError("prompts must be a list of strings, got one string: wrap it as [prompt]")
+        stops = check_generate_args(prompts, max_new_tokens, temperature, n, top_p, stop)
         prompts = list(prompts)
-        stops = [stop] if isinstance(stop, str) else list(stop)
         kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stops, n=n, seed=seed)
         self.stats.generate_calls += 1
         self.stats.generated_prompts += len(prompts)

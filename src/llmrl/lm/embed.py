@@ -29,10 +29,9 @@ class SentenceEmbedder:
         path = Path(path)
         if not (path / "config.json").exists() and not (path / "modules.json").exists():
             raise LMError(f"no sentence-transformers model in {path}: pass a folder with modules.json")
-        # Never reach for a hub: the weights are on disk.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
+        # local_files_only: never reach for a hub, the weights are on disk.
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.batch_size = batch_size
         self.dim = int(self.model.get_embedding_dimension())

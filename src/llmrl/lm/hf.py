@@ -35,7 +35,7 @@ from llmrl.lm.base import (
     LMError,
     as_candidate_lists,
     check_generate_args,
-    split_trailing_space,
+    pair_token_ids,
     truncate_at_stop,
 )
 
@@ -118,8 +118,14 @@ class HFLM(LanguageModel):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _pair_ids(self, context: str, candidate: str) -> tuple[list[int], list[int]]:
-        ctx, cand = split_trailing_space(context, candidate)
-        return self._bos + self._encode(ctx), self._encode(cand)
+        return pair_token_ids(self._encode, self._bos, context, candidate)
+
+    @property
+    def cache_identity(self) -> str:
+        # The folder, when its weights were last written, and the dtype all change the scores.
+        weights = sorted(self.path.glob("*.safetensors")) + sorted(self.path.glob("*.bin"))
+        stamp = ",".join(f"{w.name}:{w.stat().st_size}:{int(w.stat().st_mtime)}" for w in weights)
+        return f"hf:{self.path.resolve()}:{stamp}:{str(self.dtype).removeprefix('torch.')}"
 
     @property
     def hidden_size(self) -> int:
@@ -152,8 +158,6 @@ class HFLM(LanguageModel):
             ids = None
             for cand in cands:
                 ctx_i, cand_i = self._pair_ids(c, cand)
-                if not cand_i:
-                    raise ValueError(f"candidate {cand!r} tokenises to nothing: use a non-empty string")
                 ids = ctx_i
                 cand_ids.append(cand_i)
                 owner.append(i)
@@ -226,7 +230,7 @@ class HFLM(LanguageModel):
                 k = 0
                 for cands in lists[start:stop]:
                     s, n = lp[k : k + len(cands)], nt[k : k + len(cands)]
-                    results.append(CandidateScores(cands, s, s / n, n))
+                    results.append(CandidateScores.from_sums(cands, s, n))
                     k += len(cands)
         return results
 
@@ -273,7 +277,7 @@ class HFLM(LanguageModel):
         for cands in lists:
             s = lp[k : k + len(cands)]
             n = np.array([len(pairs[k + i][1]) for i in range(len(cands))])
-            results.append(CandidateScores(cands, s, s / n, n))
+            results.append(CandidateScores.from_sums(cands, s, n))
             k += len(cands)
         return results
 
@@ -301,7 +305,7 @@ class HFLM(LanguageModel):
         n: int = 1,
         seed: int | None = None,
     ) -> list[Generation]:
-        check_generate_args(prompts, max_new_tokens, temperature, n)
+        stop = check_generate_args(prompts, max_new_tokens, temperature, n, top_p, stop)
         self.stats.generate_calls += 1
         self.stats.generated_prompts += len(prompts)
         if len(prompts) == 0:

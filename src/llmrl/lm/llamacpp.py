@@ -52,6 +52,7 @@ from llmrl.lm.base import (
     LMError,
     as_candidate_lists,
     check_generate_args,
+    pair_token_ids,
     split_trailing_space,
     truncate_at_stop,
 )
@@ -136,8 +137,13 @@ class LlamaCppLM(LanguageModel):
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def _pair_ids(self, context: str, candidate: str) -> tuple[list[int], list[int]]:
-        ctx, cand = split_trailing_space(context, candidate)
-        return self._bos + self._encode(ctx), self._encode(cand)
+        return pair_token_ids(self._encode, self._bos, context, candidate)
+
+    @property
+    def cache_identity(self) -> str:
+        from llmrl.lm.gguf import file_fingerprint
+
+        return f"llamacpp:{self.path}:{file_fingerprint(self.path)}"
 
     def _check_fits(self, n: int, what: str) -> None:
         if n > self.n_ctx:
@@ -218,14 +224,7 @@ class LlamaCppLM(LanguageModel):
             cand_ids = []
             for cand in cands:
                 ctx_ids, ids = self._pair_ids(c, cand)
-                if not ids:
-                    raise ValueError(f"candidate {cand!r} tokenises to nothing: use a non-empty string")
                 cand_ids.append(ids)
-            if not ctx_ids:
-                raise LMError(
-                    "an empty context cannot be scored: this GGUF has no BOS token to condition on; "
-                    "give a non-empty context"
-                )
             self._check_fits(len(ctx_ids) + max(len(x) for x in cand_ids), "a (context, candidate) pair")
             work.append((ctx_ids, cand_ids))
         return work
@@ -236,7 +235,7 @@ class LlamaCppLM(LanguageModel):
         for cands, (_, cand_ids), lp in zip(lists, work, scores):
             s = np.asarray(lp, dtype=np.float32)
             n = np.array([len(x) for x in cand_ids])
-            results.append(CandidateScores(cands, s, s / n, n))
+            results.append(CandidateScores.from_sums(cands, s, n))
         return results
 
     def score(
@@ -304,7 +303,7 @@ class LlamaCppLM(LanguageModel):
         its own sampler seed, drawn from ``seed`` (or, when ``seed`` is None, from the generator
         seeded by the constructor's ``seed``), so seeded calls repeat exactly.
         """
-        check_generate_args(prompts, max_new_tokens, temperature, n)
+        stop = check_generate_args(prompts, max_new_tokens, temperature, n, top_p, stop)
         self.stats.generate_calls += 1
         self.stats.generated_prompts += len(prompts)
         if len(prompts) == 0:

@@ -132,6 +132,11 @@ class OpenAILM(LanguageModel):
         self._needs_tokenize = False  # token texts do not add up to prompts: find boundaries by /tokenize
         self._setup_runtime()
 
+
+    @property
+    def cache_identity(self) -> str:
+        # Two servers may serve different weights under one model name (llama.cpp ignores it).
+        return f"openai:{self.base_url}#{self.model}"
     def _setup_runtime(self) -> None:
         self._stats_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -189,7 +194,7 @@ class OpenAILM(LanguageModel):
             for j in range(len(cands)):
                 lp[j], nt[j], _ = results[pairs[k]]
                 k += 1
-            out.append(CandidateScores(candidates=cands, logprob=lp, mean_logprob=lp / nt, n_tokens=nt))
+            out.append(CandidateScores.from_sums(cands, lp, nt))
         with self._stats_lock:
             self.stats.score_calls += 1
             self.stats.scored_contexts += len(lists)
@@ -340,24 +345,25 @@ class OpenAILM(LanguageModel):
 
     def _tokenize(self, text: str, remember: bool = True) -> list[int]:
         """Token ids of ``text`` from the server's ``/tokenize`` (vLLM), kept for contexts."""
-        if text not in self._token_ids:
-            try:
-                resp = self._post("/tokenize", {"model": self.model, "prompt": text})
-            except HTTPStatusError as e:
-                raise LMError(
-                    f"the server at {self.base_url} gives token texts that do not add up to the prompt "
-                    f"and has no usable /tokenize (HTTP {e.status}: {e.server_message}): llmrl cannot "
-                    "find where the candidate starts; try the other logprobs_mode or a newer vLLM"
-                ) from e
-            tokens = resp.get("tokens")
-            if not isinstance(tokens, list):
-                raise LMError(f"malformed response from {self.base_url}/tokenize: {json.dumps(resp)[:200]}")
-            if not remember:
-                return tokens
+        known = self._token_ids.get(text)  # one read: another thread may clear the dict
+        if known is not None:
+            return known
+        try:
+            resp = self._post("/tokenize", {"model": self.model, "prompt": text})
+        except HTTPStatusError as e:
+            raise LMError(
+                f"the server at {self.base_url} gives token texts that do not add up to the prompt "
+                f"and has no usable /tokenize (HTTP {e.status}: {e.server_message}): llmrl cannot "
+                "find where the candidate starts; try the other logprobs_mode or a newer vLLM"
+            ) from e
+        tokens = resp.get("tokens")
+        if not isinstance(tokens, list):
+            raise LMError(f"malformed response from {self.base_url}/tokenize: {json.dumps(resp)[:200]}")
+        if remember:
             if len(self._token_ids) >= _MAX_REMEMBERED:  # contexts change every step: stay bounded
                 self._token_ids.clear()
             self._token_ids[text] = tokens
-        return self._token_ids[text]
+        return tokens
 
     # --------------------------------------------------------------- generation
 
@@ -371,8 +377,7 @@ class OpenAILM(LanguageModel):
         n: int = 1,
         seed: int | None = None,
     ) -> list[Generation]:
-        check_generate_args(prompts, max_new_tokens, temperature, n)
-        stops = [stop] if isinstance(stop, str) else [s for s in stop if s]
+        stops = check_generate_args(prompts, max_new_tokens, temperature, n, top_p, stop)
 
         def one(prompt: str) -> tuple[tuple[str, ...], int]:
             texts: list[str] = []

@@ -15,9 +15,8 @@ import gymnasium as gym
 import numpy as np
 
 from llmrl.agents.base import Agent
+from llmrl.envs.babyai_text import ACTIONS as BABYAI_ACTIONS
 from llmrl.lm.base import LanguageModel
-
-BABYAI_ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
 
 
 def glam_prompt(
@@ -38,7 +37,8 @@ def glam_prompt(
     for k, descriptions in enumerate(observations):
         lines.append(f"Observation {k}: {', '.join(descriptions)}")
         lines.append(f"Action {k}: {past_actions[k]}" if k < len(past_actions) else f"Action {k}: ")
-    return "\n".join(lines)
+    # GLAM separates the parts with " \n " (space, newline, space), as in its test prompts.
+    return " \n ".join(lines)
 
 
 class LLMPolicyAgent(Agent):
@@ -63,12 +63,14 @@ class LLMPolicyAgent(Agent):
         self.greedy = greedy
         self.normalise_length = normalise_length
         self.n_observations = n_observations
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.rngs: dict[int, np.random.Generator] = {}
         self.name = name
         self.history: dict[int, tuple[deque, deque]] = {}
 
-    def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any]) -> None:
+    def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any], seed: int) -> None:
         self.history[i] = (deque(maxlen=self.n_observations), deque(maxlen=self.n_observations - 1))
+        self.rngs[i] = self.episode_rng(self.seed, seed)
 
     def prompt(self, i: int, info: dict[str, Any]) -> str:
         observations, past_actions = self.history[i]
@@ -86,7 +88,7 @@ class LLMPolicyAgent(Agent):
         if self.greedy:
             actions = probs.argmax(axis=1)
         else:
-            actions = np.array([self.rng.choice(len(self.actions), p=p) for p in probs])
+            actions = np.array([self.rngs[i].choice(len(self.actions), p=p) for i, p in zip(active, probs)])
         for i, a in zip(active, actions):
             self.history[i][1].append(self.actions[a])
         return actions
