@@ -27,6 +27,7 @@ class Episode:
     episode_return: float
     length: int
     mission: str = ""
+    action_counts: list[int] = field(default_factory=list)  # how often each action index was taken
 
 
 @dataclass
@@ -40,6 +41,14 @@ class EvalResult:
     @property
     def n(self) -> int:
         return len(self.episodes)
+
+    def action_shares(self) -> list[float]:
+        """Fraction of all steps spent on each action index."""
+        counts = [e.action_counts for e in self.episodes if e.action_counts]
+        if not counts:
+            return []
+        total = np.sum(counts, axis=0, dtype=np.float64)
+        return (total / max(total.sum(), 1.0)).tolist()
 
     def summary(self) -> dict[str, Any]:
         succ = sum(e.success for e in self.episodes)
@@ -58,6 +67,7 @@ class EvalResult:
             "env_steps": steps,
             "wall_seconds": self.wall_seconds,
             "steps_per_second": steps / self.wall_seconds if self.wall_seconds > 0 else float("nan"),
+            "action_shares": self.action_shares(),
             **self.lm,
         }
 
@@ -84,6 +94,8 @@ def evaluate(
     ep_seed = [0] * n_envs
     ep_return = [0.0] * n_envs
     ep_len = [0] * n_envs
+    n_actions = int(envs[0].action_space.n) if hasattr(envs[0].action_space, "n") else 0
+    ep_actions = [[0] * n_actions for _ in range(n_envs)]
     active: list[int] = []
     next_episode = 0
     episodes: list[Episode] = []
@@ -94,6 +106,7 @@ def evaluate(
         next_episode += 1
         obs[i], infos[i] = envs[i].reset(seed=ep_seed[i])
         ep_return[i], ep_len[i] = 0.0, 0
+        ep_actions[i] = [0] * n_actions
         agent.begin_episode(i, envs[i], obs[i], infos[i], ep_seed[i])
         active.append(i)
 
@@ -108,9 +121,12 @@ def evaluate(
             obs[i], r, terminated, truncated, infos[i] = envs[i].step(int(a))
             ep_return[i] += float(r)
             ep_len[i] += 1
+            if n_actions:
+                ep_actions[i][int(a)] += 1
             if terminated or truncated:
                 success = bool(infos[i].get("success", r > 0))
-                episodes.append(Episode(ep_seed[i], success, ep_return[i], ep_len[i], str(infos[i].get("mission", ""))))
+                episodes.append(Episode(ep_seed[i], success, ep_return[i], ep_len[i],
+                                        str(infos[i].get("mission", "")), ep_actions[i]))
                 active.remove(i)
                 if progress is not None:
                     progress(len(episodes))

@@ -135,3 +135,10 @@ def test_sampled_llm_episodes_do_not_depend_on_n_envs():
         return [(e.length, e.success) for e in evaluate(agent, lambda: gym.make(GOTO), 6, n_envs, seed=0).episodes]
 
     assert run(1) == run(3)
+
+
+def test_action_counts_add_up_to_episode_lengths():
+    res = evaluate(RandomAgent(seed=0), lambda: gym.make(GOTO), 5, n_envs=2, seed=0)
+    assert all(sum(e.action_counts) == e.length for e in res.episodes)
+    shares = res.summary()["action_shares"]
+    assert len(shares) == 6 and abs(sum(shares) - 1) < 1e-9
