@@ -118,7 +118,8 @@ def check_generate_args(
 
 
 def pair_token_ids(
-    encode: Callable[[str], list[int]], bos: list[int], context: str, candidate: str
+    encode: Callable[[str], list[int]], bos: list[int], context: str, candidate: str,
+    context_ids: list[int] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Token ids of (BOS + context, candidate), the rule every local backend scores by.
 
@@ -126,9 +127,11 @@ def pair_token_ids(
     tokenised separately, so a context's tokens are the same for all its candidates and its KV
     cache can be shared. A candidate glued to a word ("is" + "toggle") is therefore scored as its
     own tokens, not as the merged token a tokenizer would produce for the joined text.
+    ``context_ids``, if given, are this context's ids from an earlier call (they do not depend on
+    the candidate), so a context is tokenised once for all its candidates.
     """
     ctx, cand = split_trailing_space(context, candidate)
-    ctx_ids = bos + encode(ctx)
+    ctx_ids = bos + encode(ctx) if context_ids is None else context_ids
     if not ctx_ids:
         raise LMError("empty context on a model without a BOS token: nothing predicts the first "
                       "candidate token; give a non-empty context")

@@ -117,8 +117,10 @@ class HFLM(LanguageModel):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _pair_ids(self, context: str, candidate: str) -> tuple[list[int], list[int]]:
-        return pair_token_ids(self._encode, self._bos, context, candidate)
+    def _pair_ids(
+        self, context: str, candidate: str, context_ids: list[int] | None = None
+    ) -> tuple[list[int], list[int]]:
+        return pair_token_ids(self._encode, self._bos, context, candidate, context_ids)
 
     @property
     def cache_identity(self) -> str:
@@ -155,10 +157,9 @@ class HFLM(LanguageModel):
         dev = self.device
         ctx_ids, cand_ids, owner = [], [], []
         for i, (c, cands) in enumerate(zip(contexts, candidates)):
-            ids = None
+            ids = None  # the context's tokens, from its first candidate on
             for cand in cands:
-                ctx_i, cand_i = self._pair_ids(c, cand)
-                ids = ctx_i
+                ids, cand_i = self._pair_ids(c, cand, ids)
                 cand_ids.append(cand_i)
                 owner.append(i)
             ctx_ids.append(ids)

@@ -136,8 +136,10 @@ class LlamaCppLM(LanguageModel):
             return []
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def _pair_ids(self, context: str, candidate: str) -> tuple[list[int], list[int]]:
-        return pair_token_ids(self._encode, self._bos, context, candidate)
+    def _pair_ids(
+        self, context: str, candidate: str, context_ids: list[int] | None = None
+    ) -> tuple[list[int], list[int]]:
+        return pair_token_ids(self._encode, self._bos, context, candidate, context_ids)
 
     @property
     def cache_identity(self) -> str:
@@ -223,7 +225,7 @@ class LlamaCppLM(LanguageModel):
             ctx_ids: list[int] = []
             cand_ids = []
             for cand in cands:
-                ctx_ids, ids = self._pair_ids(c, cand)
+                ctx_ids, ids = self._pair_ids(c, cand, ctx_ids or None)
                 cand_ids.append(ids)
             self._check_fits(len(ctx_ids) + max(len(x) for x in cand_ids), "a (context, candidate) pair")
             work.append((ctx_ids, cand_ids))
