@@ -13,6 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from llmrl.agents.base import Agent
 from llmrl.envs.babyai_text import ACTIONS as BABYAI_ACTIONS
@@ -101,3 +102,68 @@ class LLMPolicyAgent(Agent):
             "cache_hits": s.cache_hits,
             "cache_misses": s.cache_misses,
         }
+
+
+class ValueHead(torch.nn.Module):
+    """GLAM's critic: an MLP (hidden -> 1024 -> 1024 -> 1, sigmoid activations) on the LM's final
+    hidden state of the prompt's last token."""
+
+    def __init__(self, hidden_size: int, width: int = 1024) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(hidden_size, width), torch.nn.Sigmoid(),
+            torch.nn.Linear(width, width), torch.nn.Sigmoid(),
+            torch.nn.Linear(width, 1),
+        )
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden).squeeze(-1)
+
+
+class LMActorCritic(torch.nn.Module):
+    """The trainable LM policy: π(a | prompt) over action strings, plus a value head.
+
+    The LM is adapted with LoRA (peft) by default, so only the adapters and the value head train;
+    ``lora=None`` fine-tunes the whole model. Log-probabilities come from the shared-prefix scorer
+    with gradients on (``HFLM.score_tensors``): one forward pass per prompt, whatever the number
+    of actions.
+    """
+
+    def __init__(
+        self,
+        lm: Any,
+        actions: Sequence[str] = BABYAI_ACTIONS,
+        lora: Any | None = "default",
+        normalise_length: bool = False,
+    ) -> None:
+        super().__init__()
+        from llmrl.lm.hf import HFLM
+
+        if not isinstance(lm, HFLM):
+            raise TypeError(
+                f"LMActorCritic trains a local transformers model (HFLM), got {type(lm).__name__}: "
+                "load one with llmrl.lm.load_model('gemma-3-270m') or a local folder"
+            )
+        if lora == "default":
+            from peft import LoraConfig
+
+            lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        if lora is not None:
+            from peft import get_peft_model
+
+            lm.model = get_peft_model(lm.model, lora)
+        self.lm = lm
+        self.llm = lm.model  # registered, so .parameters() includes the LM's trainable weights
+        self.actions = tuple(actions)
+        self.normalise_length = normalise_length
+        self.value_head = ValueHead(lm.hidden_size).to(lm.device)
+
+    def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log π(· | prompt) of shape (B, n_actions), V(prompt) of shape (B,))."""
+        st = self.lm.score_tensors(list(prompts), [self.actions] * len(prompts))
+        scores = st.logprob.view(len(prompts), len(self.actions))
+        if self.normalise_length:
+            scores = scores / st.n_tokens.view(len(prompts), len(self.actions))
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        return logp, self.value_head(st.context_hidden.float())
