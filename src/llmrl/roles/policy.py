@@ -42,6 +42,39 @@ def glam_prompt(
     return " \n ".join(lines)
 
 
+class PromptHistory:
+    """One environment's recent observations and actions, as GLAM's prompt keeps them.
+
+    ``prompt`` appends the newest observation and renders the prompt; ``record`` stores the action
+    taken after it. ``reset`` at every episode start (GLAM clears the history between episodes).
+    """
+
+    def __init__(self, actions: Sequence[str], n_observations: int = 3) -> None:
+        if n_observations < 1:
+            raise ValueError(f"n_observations must be >= 1, got {n_observations}")
+        self.actions = tuple(actions)
+        self.observations: deque[list[str]] = deque(maxlen=n_observations)
+        self.past_actions: deque[str] = deque(maxlen=n_observations - 1)
+
+    def reset(self) -> None:
+        self.observations.clear()
+        self.past_actions.clear()
+
+    def prompt(self, mission: str, descriptions: Sequence[str]) -> str:
+        self.observations.append(list(descriptions))
+        # Both deques are bounded, so the oldest action falls out with the observation it followed.
+        return glam_prompt(self.actions, mission, list(self.observations), list(self.past_actions))
+
+    def preview(self, mission: str, descriptions: Sequence[str]) -> str:
+        """The prompt ``prompt`` would give, without adding the observation to the history."""
+        observations = [*list(self.observations)[1 if len(self.observations) == self.observations.maxlen else 0:],
+                        list(descriptions)]
+        return glam_prompt(self.actions, mission, observations, list(self.past_actions))
+
+    def record(self, action: str) -> None:
+        self.past_actions.append(action)
+
+
 class LLMPolicyAgent(Agent):
     """A zero-shot LM policy over action strings (GLAM's agent before any fine-tuning).
 
@@ -67,16 +100,14 @@ class LLMPolicyAgent(Agent):
         self.seed = seed
         self.rngs: dict[int, np.random.Generator] = {}
         self.name = name
-        self.history: dict[int, tuple[deque, deque]] = {}
+        self.history: dict[int, PromptHistory] = {}
 
     def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any], seed: int) -> None:
-        self.history[i] = (deque(maxlen=self.n_observations), deque(maxlen=self.n_observations - 1))
+        self.history[i] = PromptHistory(self.actions, self.n_observations)
         self.rngs[i] = self.episode_rng(self.seed, seed)
 
     def prompt(self, i: int, info: dict[str, Any]) -> str:
-        observations, past_actions = self.history[i]
-        observations.append(list(info["descriptions"]))
-        return glam_prompt(self.actions, info["mission"], list(observations), list(past_actions))
+        return self.history[i].prompt(info["mission"], info["descriptions"])
 
     def action_probs(self, prompts: Sequence[str]) -> np.ndarray:
         """π(a | prompt) for each prompt: shape (len(prompts), n_actions)."""
@@ -91,7 +122,7 @@ class LLMPolicyAgent(Agent):
         else:
             actions = np.array([self.rngs[i].choice(len(self.actions), p=p) for i, p in zip(active, probs)])
         for i, a in zip(active, actions):
-            self.history[i][1].append(self.actions[a])
+            self.history[i].record(self.actions[a])
         return actions
 
     def lm_stats(self) -> dict[str, float]:

@@ -1,0 +1,108 @@
+"""GLAM's trainer: config checks, a run killed with SIGKILL resumes to the uninterrupted result,
+and a trained run evaluates through the CLI (generalisation suite)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llmrl.recipes.glam import PROGRESS_COLUMNS, GLAMConfig, config_from
+
+# A few seconds per update on the real model: 2 environments x 4 steps, one epoch.
+TINY = [
+    "--env-id", "BabyAI-Text-GoToLocalS5N2-v0", "--n-envs", "2", "--n-steps", "4",
+    "--minibatch-size", "4", "--micro-batch-size", "4", "--n-epochs", "1", "--total-env-steps", "32",
+    "--eval-episodes", "0", "--learning-rate", "1e-3", "--threads", "1",
+]
+TIMING = {"wall_s", "steps_per_s", "rollout_s", "update_s"}
+
+
+def test_presets_are_configs_and_bad_overrides_are_named():
+    assert config_from("cpu").batch_size == 16 * 32
+    assert config_from("paper").n_envs == 32 and config_from("paper").n_steps == 40
+    with pytest.raises(ValueError, match="unknown GLAM preset 'gpu'"):
+        config_from("gpu")
+    with pytest.raises(ValueError, match="unknown GLAMConfig field.*lr"):
+        config_from("cpu", lr=1e-3)
+    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+        GLAMConfig(minibatch_size=10, micro_batch_size=4)
+    with pytest.raises(ValueError, match="less than one update"):
+        GLAMConfig(total_env_steps=10)
+
+
+def _train(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmrl.cli", "train", "glam", "--out", str(out), "--quiet", *TINY, *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "progress.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    p_full = _train(full)
+    out, _ = p_full.communicate(timeout=600)
+    assert p_full.returncode == 0, out
+    reference = _rows(full)
+    assert [int(r["updates"]) for r in reference] == [1, 2, 3, 4]
+    assert list(csv.DictReader(open(full / "progress.csv")).fieldnames) == list(PROGRESS_COLUMNS)
+
+    # Kill the second run as soon as its first checkpoint lands, i.e. during update 2.
+    p = _train(killed)
+    ckpt = killed / "checkpoints" / "latest.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists():
+        assert p.poll() is None, p.communicate()[0]
+        assert time.time() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    assert len(_rows(killed)) < 4  # it really stopped early
+
+    # Without --resume the folder is refused rather than overwritten.
+    p = _train(killed)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode != 0 and "--resume" in out
+
+    p = _train(killed, "--resume")
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    assert _rows(killed) == reference  # same losses, successes and counters, row for row
+    config = json.loads((killed / "config.json").read_text())
+    assert config["recipe"] == "glam" and config["seed"] == 0
+    assert (killed / "policy" / "weights.pt").exists()
+    assert any((killed / "tb").iterdir())
+
+    # A different config cannot resume this run.
+    p = _train(killed, "--resume", "--learning-rate", "1e-4")
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode != 0 and "learning_rate" in out
+
+    # The trained policy evaluates on the generalisation suite through the CLI.
+    ev = tmp_path / "gen"
+    r = subprocess.run(
+        [sys.executable, "-m", "llmrl.cli", "eval", "--suite", "glam-generalisation", "--policy", str(killed),
+         "--agents", "llm", "--episodes", "2", "--n-envs", "2", "--out", str(ev), "--quiet"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = json.loads((ev / "results.json").read_text())
+    names = [x["summary"]["env_id"].split(":")[1] for x in results["results"]]
+    assert names == ["original", "mixed-test-local", "renamed-objects", "invented-words",
+                     "rephrased-goals", "new-actions", "french"]
+    assert {x["summary"]["agent"] for x in results["results"]} == {"glam-cpu"}
