@@ -1,6 +1,9 @@
 """The ``llmrl`` command line.
 
     llmrl eval --agents random,llm,bot --envs BabyAI-Text-GoToLocal-v0 --episodes 100 --out runs/zero-shot
+    llmrl train glam --preset cpu --seed 0 --out runs/glam/cpu-s0      (add --resume after a kill)
+    llmrl eval --suite glam-generalisation --policy runs/glam/cpu-s0 --agents llm --out runs/glam/gen-s0
+    llmrl plot runs/glam/cpu-s* --references runs/zero-shot --out runs/glam/report
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 AGENTS = ("random", "llm", "llm-sampled", "bot")
+SUITES = ("glam-generalisation",)
 
 
 def _csv(text: str) -> list[str]:
@@ -37,14 +41,96 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-cache", action="store_true", help="do not use the persistent LM result cache")
     ev.add_argument("--cache-file", default=None, help="sqlite file for the LM result cache (default: $LLMRL_CACHE_DIR/lm-cache.sqlite)")
     ev.add_argument("--normalise-length", action="store_true", help="score actions by mean token log-prob")
+    ev.add_argument("--n-observations", type=int, default=3,
+                    help="observations kept in the LM prompt (GLAM: 3; the cpu GLAM preset trains with 1)")
     ev.add_argument("--out", default="runs/eval", help="folder for results.json and results.md")
     ev.add_argument("--resume", action="store_true",
                     help="keep the (agent, environment) results already in --out from the same command, run the rest")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--suite", choices=SUITES, default=None,
+                    help="evaluate on a test suite instead of --envs: glam-generalisation = GLAM's held-out "
+                         "pairs, renamed objects, invented words, rephrased goals, new action words, French")
+    ev.add_argument("--policy", default=None,
+                    help="a `llmrl train glam` run folder: the llm agents use its trained policy "
+                         "(its model, prompt length and scoring; the suite is built on its level)")
+
+    tr = sub.add_parser("train", help="train an agent (writes a run folder: config, progress.csv, TensorBoard, checkpoints)")
+    recipes = tr.add_subparsers(dest="recipe", required=True)
+    glam = recipes.add_parser("glam", help="GLAM: PPO fine-tuning of the LM policy on BabyAI-Text")
+    _add_run_args(glam, "cpu", ("cpu", "paper"))
+    _add_config_args(glam, "llmrl.recipes.glam", "GLAMConfig", "PRESETS")
+    sym = recipes.add_parser("symbolic-ppo", help="Symbolic-PPO baseline (Stable-Baselines3) on BabyAI's symbolic view")
+    _add_run_args(sym, "cpu", ("cpu", "paper"))
+    _add_config_args(sym, "llmrl.rl.symbolic_ppo", "SymbolicPPOConfig", "PRESETS")
+
+    pl = sub.add_parser("plot", help="plot runs' success vs env steps (PNG) and write an HTML report")
+    pl.add_argument("runs", nargs="+", help="run folders (or folders holding run folders)")
+    pl.add_argument("--references", type=_csv, default=[],
+                    help="comma-separated `llmrl eval` results (folders or results.json) drawn as horizontal lines")
+    pl.add_argument("--out", default="runs/report", help="folder for plot.png, losses.png and report.html")
+    pl.add_argument("--title", default=None)
+    pl.add_argument("--window", type=float, default=100, help="episodes in the rolling success window")
     return parser
 
 
-def _make_agent(kind: str, lm_factory, seed: int, normalise_length: bool):
+def _add_run_args(p: argparse.ArgumentParser, default_preset: str, presets: Sequence[str]) -> None:
+    p.add_argument("--preset", default=default_preset, choices=presets, help="named configuration to start from")
+    p.add_argument("--out", required=True, help="run folder (created; must be new unless --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (CleanRL-style help) read from the source."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())
+    return docs
+
+
+def _add_config_args(p: argparse.ArgumentParser, module: str, cls_name: str, presets_name: str) -> None:
+    """One ``--field-name`` flag per config field; unset flags keep the preset's value."""
+    import dataclasses
+    import importlib
+
+    mod = importlib.import_module(module)
+    cls, presets = getattr(mod, cls_name), getattr(mod, presets_name)
+    docs = {}
+    for name, doc in _field_docs(cls).items():
+        values = "; ".join(f"{k}: {getattr(v, name)}" for k, v in presets.items())
+        docs[name] = f"{doc} [{values}]".replace("%", "%%")
+    for f in dataclasses.fields(cls):
+        docs.setdefault(f.name, "[" + "; ".join(f"{k}: {getattr(v, f.name)}" for k, v in presets.items()) + "]")
+    group = p.add_argument_group(f"{cls_name} fields (override the preset)")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=f.name, type=_bool, default=None, metavar="BOOL", help=docs.get(f.name))
+        elif isinstance(default, tuple):
+            group.add_argument(flag, dest=f.name, type=lambda t: tuple(_csv(t)), default=None, metavar="A,B,...",
+                               help=docs.get(f.name))
+        else:
+            group.add_argument(flag, dest=f.name, type=type(default), default=None, help=docs.get(f.name))
+    p.set_defaults(config_fields=[f.name for f in dataclasses.fields(cls)])
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _make_agent(kind: str, lm_factory, seed: int, normalise_length: bool, n_observations: int = 3,
+                actions: Sequence[str] | None = None, name: str | None = None):
     from llmrl.agents import BotAgent, RandomAgent
 
     if kind == "random":
@@ -52,36 +138,69 @@ def _make_agent(kind: str, lm_factory, seed: int, normalise_length: bool):
     if kind == "bot":
         return BotAgent()
     if kind in ("llm", "llm-sampled"):
+        from llmrl.envs.babyai_text import ACTIONS
         from llmrl.roles import LLMPolicyAgent
 
-        return LLMPolicyAgent(lm_factory(), greedy=kind == "llm", normalise_length=normalise_length,
-                              seed=seed, name=kind)
+        return LLMPolicyAgent(lm_factory(), actions or ACTIONS, greedy=kind == "llm",
+                              normalise_length=normalise_length, n_observations=n_observations,
+                              seed=seed, name=name or kind)
     raise SystemExit(f"unknown agent {kind!r}: choose from {', '.join(AGENTS)}")
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _eval_cases(args: argparse.Namespace, base_env_id: str | None):
+    """(name in tables, make_env, action strings) for each environment to evaluate on."""
     import gymnasium as gym
-    from tqdm import tqdm
 
     import llmrl.envs as envs
+    from llmrl.envs.babyai_text import ACTIONS
+
+    if args.suite == "glam-generalisation":
+        from llmrl.envs.text_variants import glam_generalisation_suite, make_variant_env
+
+        env_id = base_env_id or args.envs[0]
+        return [(f"{v.env_id.removeprefix('BabyAI-Text-')}:{v.name}", lambda v=v: make_variant_env(v), v.actions)
+                for v in glam_generalisation_suite(env_id)]
+    for e in args.envs:
+        if e not in envs.TEXT_ENV_IDS:
+            raise SystemExit(f"unknown environment {e!r}: choose from {', '.join(envs.TEXT_ENV_IDS)}")
+    return [(e, lambda e=e: gym.make(e), ACTIONS) for e in args.envs]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from llmrl.evaluation import evaluate, load_results, markdown_table, write_results
     from llmrl.lm import DEFAULT_MODEL, load_model
 
     for a in args.agents:
         if a not in AGENTS:
             raise SystemExit(f"unknown agent {a!r}: choose from {', '.join(AGENTS)}")
-    for e in args.envs:
-        if e not in envs.TEXT_ENV_IDS:
-            raise SystemExit(f"unknown environment {e!r}: choose from {', '.join(envs.TEXT_ENV_IDS)}")
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
 
     model_name = args.model or DEFAULT_MODEL
     lm = None
+    policy_config = None
+    if args.policy:
+        # A trained policy brings its own model, prompt and scoring; its LoRA weights change the
+        # scores, so its LM is never put behind the result cache.
+        from llmrl.recipes.glam import read_config
+
+        try:
+            policy_config = read_config(Path(args.policy))
+        except FileNotFoundError as e:
+            raise SystemExit(f"llmrl: {e}") from None
+        model_name = f"{policy_config.model} + {args.policy}"
+        args.n_observations = policy_config.n_observations
+        args.normalise_length = policy_config.normalise_length
 
     def lm_factory():
         nonlocal lm
-        if lm is None:
+        if lm is None and args.policy:
+            from llmrl.recipes.glam import load_trained_policy
+
+            lm = load_trained_policy(args.policy)[0].lm
+        elif lm is None:
             # dtype is the hf backend's option; servers and llama.cpp fix their own precision.
             remote = model_name.startswith(("openai:", "llamacpp:"))
             kwargs = {} if remote else {"dtype": args.dtype}
@@ -92,11 +211,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 lm = CachedLM(lm, args.cache_file)
         return lm
 
+    cases = _eval_cases(args, policy_config.env_id if policy_config else None)
+    label = policy_config.label if policy_config else None
     meta = {
         "command": "llmrl " + " ".join(args.argv),
         "model": model_name if {"llm", "llm-sampled"} & set(args.agents) else None,
+        "policy": args.policy,
+        "suite": args.suite,
         "dtype": args.dtype,
         "normalise_length": args.normalise_length,
+        "n_observations": args.n_observations,
         "episodes": args.episodes,
         "n_envs": args.n_envs,
         "seed": args.seed,
@@ -111,25 +235,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     previous = Path(args.out) / "results.json"
     if args.resume and previous.exists():
         old = json.loads(previous.read_text()).get("meta", {})
-        same_lm = all(old.get(k) == meta[k] for k in ("model", "dtype", "normalise_length"))
+        lm_keys = {"model": None, "policy": None, "dtype": "auto", "normalise_length": False, "n_observations": 3}
+        same_lm = all(old.get(k, d) == meta[k] for k, d in lm_keys.items())
         for r in load_results(previous):
             same_run = r.n == args.episodes and r.episodes[0].seed == args.seed
-            if same_run and (same_lm or not r.agent.startswith("llm")):
+            if same_run and (same_lm or not r.agent.startswith(("llm", label or "llm"))):
                 done[(r.agent, r.env_id)] = r
     results = []
-    total = args.episodes * len(args.agents) * len(args.envs)
+    total = args.episodes * len(args.agents) * len(cases)
     bar = tqdm(total=total, disable=args.quiet, unit="ep", dynamic_ncols=True)
-    for env_id in args.envs:
+    for env_name, make_env, actions in cases:
         for kind in args.agents:
-            if (kind, env_id) in done:
-                results.append(done[(kind, env_id)])
+            name = kind.replace("llm", label, 1) if label and kind.startswith("llm") else kind
+            if (name, env_name) in done:
+                results.append(done[(name, env_name)])
                 bar.update(args.episodes)
                 continue
-            agent = _make_agent(kind, lm_factory, args.seed, args.normalise_length)
-            bar.set_description(f"{kind} on {env_id}")
+            agent = _make_agent(kind, lm_factory, args.seed, args.normalise_length, args.n_observations,
+                                actions, name)
+            bar.set_description(f"{name} on {env_name}")
             done_before = bar.n
-            res = evaluate(agent, lambda env_id=env_id: gym.make(env_id), args.episodes, args.n_envs,
-                           args.seed, env_id, progress=lambda k: bar.update(done_before + k - bar.n))
+            res = evaluate(agent, make_env, args.episodes, args.n_envs, args.seed, env_name,
+                           progress=lambda k: bar.update(done_before + k - bar.n))
             results.append(res)
             out = write_results(results, args.out, meta)
             bar.set_postfix(success=f"{res.summary()['success_rate']:.2f}")
@@ -137,6 +264,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = write_results(results, args.out, meta)
     print(markdown_table(results))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    overrides = {k: getattr(args, k) for k in args.config_fields if getattr(args, k) is not None}
+    try:
+        if args.recipe == "glam":
+            from llmrl.recipes import glam
+
+            config = glam.config_from(args.preset, **overrides)
+            glam.train(config, args.out, resume=args.resume, progress=not args.quiet,
+                       command="llmrl " + " ".join(args.argv))
+        else:
+            from llmrl.rl import symbolic_ppo
+
+            config = replace(symbolic_ppo.PRESETS[args.preset], **overrides)
+            symbolic_ppo.train_symbolic_ppo(config, args.out, resume=args.resume, progress=not args.quiet)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        raise SystemExit(f"llmrl: {e}") from None
+    print(f"run written to {args.out}: config.json, progress.csv, tb/, checkpoints/, eval/")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from llmrl.report import RunFormatError, plot_command
+
+    try:
+        html = plot_command(args.runs, args.out, args.references, args.title, window_episodes=args.window)
+    except (RunFormatError, FileNotFoundError) as e:
+        raise SystemExit(f"llmrl: {e}") from None
+    print(f"wrote {html} and its PNGs")
     return 0
 
 
@@ -149,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "plot":
+            return cmd_plot(args)
     except LMError as e:  # a problem the user can fix: say what, without a traceback
         raise SystemExit(f"llmrl: {e}") from None
     raise SystemExit(f"unknown command {args.command}")
