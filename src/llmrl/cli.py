@@ -182,8 +182,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lm = None
     policy_config = None
     if args.policy:
-        # A trained policy brings its own model, prompt and scoring; its LoRA weights change the
-        # scores, so its LM is never put behind the result cache.
+        # A trained policy brings its own model, prompt length and scoring.
         from llmrl.recipes.glam import read_config
 
         try:
@@ -197,9 +196,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def lm_factory():
         nonlocal lm
         if lm is None and args.policy:
-            from llmrl.recipes.glam import load_trained_policy
+            import hashlib
+
+            from llmrl.recipes.glam import load_trained_policy, trained_weights
 
             lm = load_trained_policy(args.policy)[0].lm
+            if not args.no_cache:
+                # Trained weights change the scores: key the cache on the weights file's content.
+                from llmrl.lm.cache import CachedLM
+
+                digest = hashlib.sha256(trained_weights(args.policy).read_bytes()).hexdigest()[:16]
+                lm = CachedLM(lm, args.cache_file, model_key=f"{lm.cache_identity}+trained:{digest}")
         elif lm is None:
             # dtype is the hf backend's option; servers and llama.cpp fix their own precision.
             remote = model_name.startswith(("openai:", "llamacpp:"))

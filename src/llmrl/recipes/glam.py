@@ -11,6 +11,7 @@ One update, top to bottom (:func:`train`):
 2. **advantages**: GAE over the rollout, bootstrapped from the value of the prompts that follow it;
 3. **update**: ``n_epochs`` passes of shuffled minibatches, each a clipped-PPO loss whose gradient
    is accumulated over micro-batches (CPU memory) before one clipped optimizer step;
+   both the rollout and the update forward each distinct prompt once (views repeat in small rooms);
 4. **log and checkpoint**: a CSV row and TensorBoard scalars per update; every
    ``checkpoint_every`` updates an atomic checkpoint of everything a resumed run needs.
 
@@ -21,6 +22,7 @@ A run directory holds ``config.json``, ``progress.csv``, ``tb/``, ``checkpoints/
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -63,7 +65,7 @@ class GLAMConfig:
     n_epochs: int = 4
     minibatch_size: int = 64
     micro_batch_size: int = 16
-    """Prompts per forward/backward; gradients accumulate up to ``minibatch_size``."""
+    """Distinct prompts per forward/backward; gradients accumulate over a minibatch."""
     finetune: str = "lora"
     """lora (peft adapters on the attention projections) or full."""
     lora_r: int = 8
@@ -198,20 +200,23 @@ def load_trainable_state(policy: Any, config: GLAMConfig, state: dict[str, torch
         policy.llm.load_state_dict(lm)
 
 
-def load_trained_policy(run_dir: str | os.PathLike[str]) -> tuple[Any, GLAMConfig]:
-    """A trained policy from a run folder: its final ``policy/`` or else its latest checkpoint."""
+def trained_weights(run_dir: str | os.PathLike[str]) -> Path:
+    """The file holding a run's trained weights: its final ``policy/`` or else its latest checkpoint."""
     run = Path(run_dir)
-    config = read_config(run)
     for path in (run / "policy" / "weights.pt", run / "checkpoints" / "latest.pt"):
         if path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            state = state.get("trainable", state)
-            break
-    else:
-        raise FileNotFoundError(
-            f"{run} has neither policy/weights.pt nor checkpoints/latest.pt: "
-            "is it a `llmrl train glam` run folder that ran at least one update?"
-        )
+            return path
+    raise FileNotFoundError(
+        f"{run} has neither policy/weights.pt nor checkpoints/latest.pt: "
+        "is it a `llmrl train glam` run folder that ran at least one update?"
+    )
+
+
+def load_trained_policy(run_dir: str | os.PathLike[str]) -> tuple[Any, GLAMConfig]:
+    """A trained policy from a run folder (see :func:`trained_weights`), ready to evaluate."""
+    config = read_config(Path(run_dir))
+    state = torch.load(trained_weights(run_dir), map_location="cpu", weights_only=False)
+    state = state.get("trainable", state)
     policy = build_policy(config)
     load_trainable_state(policy, config, state)
     policy.eval()
@@ -265,10 +270,21 @@ def collect(policy: Any, config: GLAMConfig, ro: Rollouts) -> dict[str, Any]:
     values = torch.zeros(T, N)
     rewards = torch.zeros(T, N)
     dones = torch.zeros(T, N)
+    # Small levels revisit the same views: within one rollout the policy is fixed, so each distinct
+    # prompt is scored once (on GoToLocalS5N2 about 200 of 512 prompts are distinct).
+    memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def act_values(step_prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        new = [p for p in dict.fromkeys(step_prompts) if p not in memo]
+        if new:
+            logp_new, v_new = policy(new)
+            memo.update({p: (lp, v) for p, lp, v in zip(new, logp_new, v_new)})
+        return (torch.stack([memo[p][0] for p in step_prompts]), torch.stack([memo[p][1] for p in step_prompts]))
+
     with torch.no_grad():
         for t in range(T):
             step_prompts = [h.prompt(info["mission"], info["descriptions"]) for h, info in zip(ro.histories, ro.infos)]
-            logp_all, v = policy(step_prompts)
+            logp_all, v = act_values(step_prompts)
             probs = logp_all.exp().double().numpy()
             a = np.array([ro.rng.choice(len(config.actions), p=p / p.sum()) for p in probs])
             prompts.append(step_prompts)
@@ -291,7 +307,7 @@ def collect(policy: Any, config: GLAMConfig, ro: Rollouts) -> dict[str, Any]:
                 ro.infos[i] = info
         # V of the prompts that follow the rollout, to bootstrap unfinished episodes.
         next_prompts = [h.preview(info["mission"], info["descriptions"]) for h, info in zip(ro.histories, ro.infos)]
-        _, last_value = policy(next_prompts)
+        _, last_value = act_values(next_prompts)
     advantages, returns = gae(rewards, values, dones, last_value, config.gamma, config.gae_lambda)
     flat = [p for step in prompts for p in step]
     return {
@@ -314,19 +330,27 @@ def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch:
             mb = order[start : start + config.minibatch_size]
             adv = batch["advantages"][mb]
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # per minibatch, as in PPO2 / GLAM
+            # Each distinct prompt is forwarded once; its samples share the result (same loss,
+            # fewer forward/backward passes when views repeat).
+            prompts = [batch["prompts"][j] for j in mb]
+            unique = list(dict.fromkeys(prompts))
+            slot = {p: k for k, p in enumerate(unique)}
+            owner = np.array([slot[p] for p in prompts])
             optim.zero_grad(set_to_none=True)
-            for m in range(0, len(mb), config.micro_batch_size):
-                idx = mb[m : m + config.micro_batch_size]
-                logp_all, v = policy([batch["prompts"][j] for j in idx])
+            for m in range(0, len(unique), config.micro_batch_size):
+                sel = np.nonzero((owner >= m) & (owner < m + config.micro_batch_size))[0]
+                idx = mb[sel]
+                logp_all, v = policy(unique[m : m + config.micro_batch_size])
+                rows = torch.from_numpy(owner[sel] - m)
                 out = ppo_losses(
-                    logp_all, batch["actions"][idx], batch["logp"][idx],
-                    adv[m : m + config.micro_batch_size], v, batch["values"][idx], batch["returns"][idx],
+                    logp_all[rows], batch["actions"][idx], batch["logp"][idx], adv[sel], v[rows],
+                    batch["values"][idx], batch["returns"][idx],
                     clip=config.clip, value_coef=config.value_coef, entropy_coef=config.entropy_coef,
                     normalise_advantages=False,
                 )
-                (out.total * len(idx) / len(mb)).backward()
+                (out.total * len(sel) / len(mb)).backward()
                 for k in ("policy", "value", "entropy", "approx_kl", "clip_fraction"):
-                    sums[k] = sums.get(k, 0.0) + float(getattr(out, k).detach()) * len(idx) / len(mb)
+                    sums[k] = sums.get(k, 0.0) + float(getattr(out, k).detach()) * len(sel) / len(mb)
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             optim.step()
             n_minibatches += 1
@@ -492,10 +516,17 @@ def evaluate_policy(policy: Any, config: GLAMConfig, out_dir: Path, progress: bo
     from llmrl.evaluation import evaluate, write_results
     from llmrl.roles.policy import LLMPolicyAgent
 
+    from llmrl.lm.cache import CachedLM
+
+    # The weights are frozen from here on, and small levels repeat views: score each prompt once.
+    digest = hashlib.sha256(b"".join(t.detach().float().numpy().tobytes()
+                                     for t in trainable_state(policy, config).values())).hexdigest()[:16]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lm = CachedLM(policy.lm, out_dir / "scores.sqlite", model_key=f"{policy.lm.cache_identity}+trained:{digest}")
     results = []
     for env_id in env_ids or (config.env_id,):
         for name, greedy in ((f"{config.label}", True), (f"{config.label}-sampled", False)):
-            agent = LLMPolicyAgent(policy.lm, config.actions, greedy=greedy,
+            agent = LLMPolicyAgent(lm, config.actions, greedy=greedy,
                                    normalise_length=config.normalise_length,
                                    n_observations=config.n_observations, seed=config.seed, name=name)
             with tqdm(total=config.eval_episodes, disable=not progress, desc=f"eval {name}", unit="ep") as bar:
