@@ -54,3 +54,22 @@ def test_resume_keeps_finished_pairs_and_runs_the_rest(tmp_path):
     # The bot's pair was kept as it was (same wall time), not run again.
     assert data["results"][0]["summary"]["wall_seconds"] == first["summary"]["wall_seconds"]
     assert "--resume" in data["meta"]["command"]
+
+
+def test_suite_runs_the_chosen_tests_and_names_unknown_ones(tmp_path):
+    out = tmp_path / "suite"
+    rc = main(["eval", "--suite", "glam-generalisation", "--tests", "renamed-objects,french", "--agents", "bot",
+               "--envs", "BabyAI-Text-GoToLocalS5N2-v0", "--episodes", "3", "--out", str(out), "--quiet"])
+    assert rc == 0
+    rows = [r["summary"] for r in json.loads((out / "results.json").read_text())["results"]]
+    assert [r["env_id"] for r in rows] == ["GoToLocalS5N2-v0:renamed-objects", "GoToLocalS5N2-v0:french"]
+    assert all(r["success_rate"] == 1.0 for r in rows)  # the text changes, the level does not
+    with pytest.raises(SystemExit, match="unknown test.*frnch.*choose from original"):
+        main(["eval", "--suite", "glam-generalisation", "--tests", "frnch", "--out", str(out)])
+
+
+def test_train_and_plot_refuse_bad_input_with_a_message(tmp_path):
+    with pytest.raises(SystemExit, match="unknown GLAMConfig field|less than one update"):
+        main(["train", "glam", "--out", str(tmp_path / "r"), "--total-env-steps", "8"])
+    with pytest.raises(SystemExit, match="config.json"):
+        main(["plot", str(tmp_path), "--out", str(tmp_path / "rep")])

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--suite", choices=SUITES, default=None,
                     help="evaluate on a test suite instead of --envs: glam-generalisation = GLAM's held-out "
                          "pairs, renamed objects, invented words, rephrased goals, new action words, French")
+    ev.add_argument("--tests", type=_csv, default=None,
+                    help="with --suite: run only these of its tests (e.g. original,renamed-objects,french)")
     ev.add_argument("--policy", default=None,
                     help="a `llmrl train glam` run folder: the llm agents use its trained policy "
                          "(its model, prompt length and scoring; the suite is built on its level)")
@@ -158,8 +160,13 @@ def _eval_cases(args: argparse.Namespace, base_env_id: str | None):
         from llmrl.envs.text_variants import glam_generalisation_suite, make_variant_env
 
         env_id = base_env_id or args.envs[0]
+        suite = glam_generalisation_suite(env_id)
+        names = [v.name for v in suite]
+        unknown = sorted(set(args.tests or ()) - set(names))
+        if unknown:
+            raise SystemExit(f"unknown test(s) {', '.join(unknown)} in {args.suite}: choose from {', '.join(names)}")
         return [(f"{v.env_id.removeprefix('BabyAI-Text-')}:{v.name}", lambda v=v: make_variant_env(v), v.actions)
-                for v in glam_generalisation_suite(env_id)]
+                for v in suite if not args.tests or v.name in args.tests]
     for e in args.envs:
         if e not in envs.TEXT_ENV_IDS:
             raise SystemExit(f"unknown environment {e!r}: choose from {', '.join(envs.TEXT_ENV_IDS)}")
@@ -225,6 +232,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "model": model_name if {"llm", "llm-sampled"} & set(args.agents) else None,
         "policy": args.policy,
         "suite": args.suite,
+        "tests": args.tests,
         "dtype": args.dtype,
         "normalise_length": args.normalise_length,
         "n_observations": args.n_observations,
