@@ -56,6 +56,8 @@ class GLAMConfig:
     """LM name, folder or .gguf (``llmrl.lm.load_model``); a local transformers model."""
     dtype: str = "auto"
     """auto (bf16 where the CPU has it), bf16 or fp32."""
+    device: str = "auto"
+    """torch device for the LM: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ..."""
     seed: int = 0
     total_env_steps: int = 400_000
     """Environment steps over all environments; rounded down to whole updates."""
@@ -132,7 +134,7 @@ PRESETS: dict[str, GLAMConfig] = {
         n_epochs=4, minibatch_size=64, micro_batch_size=64, finetune="full", learning_rate=1e-6,
         label="glam-paper",
     ),
-    # About 35 minutes on 2 CPU cores: GoToLocal's 5x5 room with 2 distractors (zero-shot
+    # About 30 minutes on 2 CPU cores (docs/results/glam.md): GoToLocal's 5x5 room with 2 distractors (zero-shot
     # gemma-3-270m: greedy 0%, sampled ~12%), one observation in the prompt (a third of the tokens),
     # one epoch (the update costs ~3x the rollout), and LoRA's larger learning rate.
     "cpu": GLAMConfig(
@@ -163,7 +165,10 @@ def build_policy(config: GLAMConfig) -> Any:
     from llmrl.roles.policy import LMActorCritic
 
     torch.manual_seed(config.seed)  # the value head's and adapters' initial weights
-    lm = load_model(config.model, dtype=config.dtype)
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm = load_model(config.model, dtype=config.dtype, device=device)
     lora = None
     if config.finetune == "lora":
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
@@ -278,8 +283,9 @@ def collect(policy: Any, config: GLAMConfig, ro: Rollouts) -> dict[str, Any]:
         new = [p for p in dict.fromkeys(step_prompts) if p not in memo]
         if new:
             logp_new, v_new = policy(new)
-            memo.update({p: (lp, v) for p, lp, v in zip(new, logp_new, v_new)})
-        return (torch.stack([memo[p][0] for p in step_prompts]), torch.stack([memo[p][1] for p in step_prompts]))
+            memo.update({p: (lp, v) for p, lp, v in zip(new, logp_new.cpu(), v_new.cpu())})
+        return (torch.stack([memo[p][0] for p in step_prompts]).float().cpu(),
+                torch.stack([memo[p][1] for p in step_prompts]).float().cpu())
 
     with torch.no_grad():
         for t in range(T):
@@ -341,10 +347,11 @@ def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch:
                 sel = np.nonzero((owner >= m) & (owner < m + config.micro_batch_size))[0]
                 idx = mb[sel]
                 logp_all, v = policy(unique[m : m + config.micro_batch_size])
-                rows = torch.from_numpy(owner[sel] - m)
+                rows = torch.from_numpy(owner[sel] - m).to(v.device)
+                on = {k: batch[k][idx].to(v.device) for k in ("actions", "logp", "values", "returns")}
                 out = ppo_losses(
-                    logp_all[rows], batch["actions"][idx], batch["logp"][idx], adv[sel], v[rows],
-                    batch["values"][idx], batch["returns"][idx],
+                    logp_all[rows], on["actions"], on["logp"], adv[sel].to(v.device), v[rows],
+                    on["values"], on["returns"],
                     clip=config.clip, value_coef=config.value_coef, entropy_coef=config.entropy_coef,
                     normalise_advantages=False,
                 )
@@ -519,7 +526,7 @@ def evaluate_policy(policy: Any, config: GLAMConfig, out_dir: Path, progress: bo
     from llmrl.lm.cache import CachedLM
 
     # The weights are frozen from here on, and small levels repeat views: score each prompt once.
-    digest = hashlib.sha256(b"".join(t.detach().float().numpy().tobytes()
+    digest = hashlib.sha256(b"".join(t.detach().float().cpu().numpy().tobytes()
                                      for t in trainable_state(policy, config).values())).hexdigest()[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
     lm = CachedLM(policy.lm, out_dir / "scores.sqlite", model_key=f"{policy.lm.cache_identity}+trained:{digest}")
