@@ -39,11 +39,10 @@ import torch
 
 from llmrl.envs.babyai_text import ACTIONS
 from llmrl.rl.ppo import gae, ppo_losses
+from llmrl.runs import PROGRESS_COLUMNS as RUN_COLUMNS
 
-PROGRESS_COLUMNS = (
-    "env_steps", "updates", "wall_s", "episodes", "success_rate", "mean_return", "mean_length",
-    "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "steps_per_s", "rollout_s", "update_s",
-)
+# The shared run-folder columns, plus where each update's time went.
+PROGRESS_COLUMNS = (*RUN_COLUMNS, "rollout_s", "update_s")
 
 
 @dataclass

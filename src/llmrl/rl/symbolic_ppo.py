@@ -42,6 +42,7 @@ from torch import nn
 import llmrl.envs  # noqa: F401  (registers the BabyAI-Text ids)
 from llmrl.agents.base import Agent
 from llmrl.evaluation import evaluate, write_results
+from llmrl.runs import PROGRESS_COLUMNS
 
 __all__ = [
     "MISSION_VOCAB",
@@ -71,10 +72,6 @@ _WORD_ID = {w: i for i, w in enumerate(MISSION_VOCAB)}
 # as a picture (it would divide by 255 and transpose it).
 _CODE_MAX = np.array([max(OBJECT_TO_IDX.values()), len(COLOR_NAMES) - 1, max(STATE_TO_IDX.values())], np.uint8)
 
-PROGRESS_COLUMNS: tuple[str, ...] = (
-    "env_steps", "updates", "wall_s", "episodes", "success_rate", "mean_return", "mean_length",
-    "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "steps_per_s",
-)  # fmt: skip
 
 
 # --- observation ------------------------------------------------------------------------------
