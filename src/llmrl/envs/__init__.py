@@ -1,6 +1,10 @@
 """Environments: BabyAI-Text, GLAM's text version of BabyAI (Carta et al. 2023).
 
-Importing this package registers the ``BabyAI-Text-*`` ids (``TEXT_ENV_IDS``) with gymnasium::
+CLEVR-Robot: KALM's MuJoCo table of five balls pushed by 40 discrete actions, with goal sentences
+at four levels (``llmrl.envs.clevr_goals``).
+
+Importing this package registers the ``BabyAI-Text-*`` ids (``TEXT_ENV_IDS``) and
+``CLEVR-Robot-v0`` with gymnasium::
 
     import gymnasium as gym
     import llmrl.envs
@@ -12,6 +16,7 @@ Importing this package registers the ``BabyAI-Text-*`` ids (``TEXT_ENV_IDS``) wi
 
 from llmrl.envs.babyai_levels import HELD_OUT_PAIRS, MIXED_TASKS, MixedLocal
 from llmrl.envs.babyai_text import ACTIONS, TEXT_ENV_IDS, BabyAITextEnv, make, make_vec, register_envs
+from llmrl.envs.clevr_robot import ClevrRobotEnv, register_clevr_robot
 from llmrl.envs.describe import describe, describe_env
 
 __all__ = [
@@ -20,6 +25,7 @@ __all__ = [
     "MIXED_TASKS",
     "TEXT_ENV_IDS",
     "BabyAITextEnv",
+    "ClevrRobotEnv",
     "MixedLocal",
     "describe",
     "describe_env",
@@ -29,3 +35,4 @@ __all__ = [
 ]
 
 register_envs()
+register_clevr_robot()
