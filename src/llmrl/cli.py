@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(sym, "cpu", ("cpu", "paper"))
     _add_config_args(sym, "llmrl.rl.symbolic_ppo", "SymbolicPPOConfig", "PRESETS")
 
+    kalm = sub.add_parser("kalm", help="KALM on CLEVR-Robot: collect | ground | imagine | train | evaluate | all")
+    kalm.add_argument("stage", choices=("collect", "ground", "imagine", "train", "evaluate", "all"),
+                      help="the stage to run (its inputs must exist) or all of them; finished stages are skipped")
+    kalm.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="named configuration to start from")
+    kalm.add_argument("--out", default="runs/kalm", help="pipeline folder: one sub-folder per stage, keyed by its inputs")
+    kalm.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_config_args(kalm, "llmrl.recipes.kalm", "KALMConfig", "PRESETS")
+
     pl = sub.add_parser("plot", help="plot runs' success vs env steps (PNG) and write an HTML report")
     pl.add_argument("runs", nargs="+", help="run folders (or folders holding run folders)")
     pl.add_argument("--references", type=_csv, default=[],
@@ -304,6 +312,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kalm(args: argparse.Namespace) -> int:
+    from llmrl.recipes import kalm
+
+    overrides = {k: getattr(args, k) for k in args.config_fields if getattr(args, k) is not None}
+    try:
+        config = kalm.config_from(args.preset, **overrides)
+        if args.stage == "all":
+            path = kalm.run_all(config, args.out, quiet=args.quiet)
+        else:
+            path = kalm.run_stage(args.stage, config, args.out, quiet=args.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"llmrl: {e}") from None
+    print(f"{args.stage}: {path}")
+    if (path / "results.md").exists():
+        print((path / "results.md").read_text())
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from llmrl.report import RunFormatError, plot_command
 
@@ -326,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "kalm":
+            return cmd_kalm(args)
         if args.command == "plot":
             return cmd_plot(args)
     except LMError as e:  # a problem the user can fix: say what, without a traceback

@@ -1,0 +1,573 @@
+"""KALM (Pang et al. 2024): knowledgeable agents from an LM's imaginary rollouts, on CLEVR-Robot.
+
+The pipeline, one stage after another (:func:`run_all`):
+
+1. **collect**: a scripted expert (with ε-noise) pushes balls towards seen goals in the MuJoCo
+   CLEVR-Robot environment; the episodes and their goal sentences form the real dataset;
+2. **ground**: the LM learns numbers through adapters (state Linear, action Embedding, state and
+   action heads) and LoRA, on four tasks built from the real episodes — rollout generation,
+   dynamics prediction, terminal-state prediction and rollout explanation;
+3. **imagine**: for novel goals (held-out rephrasings, unseen-easy, unseen-hard) the grounded LM
+   decodes state/action rollouts greedily from real initial states, until the goal's judge holds
+   on a generated state; rewards are recomputed with the environment's reward function;
+4. **train**: goal-conditioned offline RL (BC, CQL) on state ⊕ MiniLM goal embedding, on the real
+   data only, or on real and imaginary data mixed 1:1 in each batch (+KALM), for several seeds;
+5. **evaluate**: every trained agent, plus random and expert references, on the four goal
+   levels, from the same held-out initial states and goals.
+
+Each stage writes to ``<out>/<stage>-<key>/`` where the key hashes the stage's own settings and
+its inputs' keys: re-running skips finished work, a changed setting redoes only what depends on
+it, and an interrupted stage resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrl.envs.clevr_goals import LEVELS, Goal, goal_from_spec, sample_goal
+from llmrl.stats import mean_interval, wilson_interval
+
+STAGES = ("collect", "ground", "imagine", "train", "evaluate")
+NOVEL_LEVELS = ("rephrase", "easy", "hard")
+
+
+@dataclass
+class KALMConfig:
+    """Everything a KALM pipeline depends on; ``PRESETS`` holds the named instances."""
+
+    seed: int = 0
+    """Seed of data collection, grounding and imagination (offline RL uses seeds 0..n_seeds-1)."""
+    # -- collect
+    n_real_episodes: int = 6400
+    """Real (goal, rollout) pairs collected by the scripted expert on seen goals (KALM's offline RL uses 6,400)."""
+    expert_epsilon: float = 0.1
+    """Probability that the expert takes a random action instead of its choice."""
+    # -- ground
+    model: str = "gemma-3-270m"
+    """LM to ground (``llmrl.lm.load_model``); a local transformers model."""
+    dtype: str = "auto"
+    """auto (bf16 where the CPU has it), bf16 or fp32."""
+    ground_episodes: int = 6400
+    """Real episodes turned into fine-tuning sequences (each gives one sequence per task)."""
+    ground_tasks: tuple[str, ...] = ("generation", "dynamics", "terminal", "explanation")
+    """KALM's fine-tuning tasks: rollout generation, dynamics, terminal-state prediction, rollout explanation."""
+    ground_epochs: int = 1
+    """Passes over the fine-tuning sequences."""
+    ground_batch_size: int = 8
+    """Sequences per optimiser step."""
+    ground_learning_rate: float = 1e-3
+    """AdamW learning rate of LoRA and the numeric adapters."""
+    finetune: str = "lora"
+    """lora (adapters + LoRA on attention) or full (every LM weight, as in KALM)."""
+    lora_r: int = 8
+    """LoRA rank."""
+    # -- imagine
+    imagine_rephrase: int = 400
+    """Imaginary rollouts for held-out rephrasings of seen goals (KALM: 5,600)."""
+    imagine_easy: int = 400
+    """Imaginary rollouts for unseen-easy goals (KALM: 72,400)."""
+    imagine_hard: int = 200
+    """Imaginary rollouts for unseen-hard goals (KALM: 1,680)."""
+    imagine_batch_size: int = 32
+    """Rollouts decoded together (KV cache, batched)."""
+    # -- train
+    algos: tuple[str, ...] = ("bc", "cql")
+    """Offline RL algorithms (llmrl.rl.offline): bc, cql, iql."""
+    n_seeds: int = 3
+    """Offline RL seeds per (algorithm, data) pair."""
+    offline_steps: int = 20_000
+    """Gradient steps per offline RL run (KALM: 500k)."""
+    mix_ratio: float = 0.5
+    """Share of each +KALM batch drawn from the imaginary data (KALM: 1:1)."""
+    # -- evaluate
+    eval_episodes: int = 100
+    """Held-out episodes per goal level."""
+    eval_seed: int = 100_000
+    """Seed of the first evaluation episode; all agents see the same goals and initial states."""
+    label: str = "kalm"
+    """Name of the pipeline in reports."""
+
+
+PRESETS = {
+    # The paper's scale where it is known (data sizes, 500k offline steps); the LM is ours.
+    "paper": KALMConfig(n_real_episodes=100_000, ground_episodes=100_000, ground_epochs=1,
+                        imagine_rephrase=5_600, imagine_easy=72_400, imagine_hard=1_680,
+                        offline_steps=500_000, eval_episodes=111, label="kalm-paper"),
+    # A 2-core CPU in about an hour and a half; see docs/results/kalm.md.
+    "cpu": KALMConfig(n_real_episodes=2000, ground_episodes=2000, imagine_rephrase=1000, imagine_easy=1000,
+                      imagine_hard=400, offline_steps=20_000, eval_episodes=100, label="kalm-cpu"),
+}
+
+TASK_IDS = {"generation": 0, "dynamics": 1, "terminal": 2, "explanation": 3}
+
+
+def config_from(preset: str = "cpu", **overrides: Any) -> KALMConfig:
+    """A preset with some fields replaced; unknown names are errors that list the valid ones."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown KALM preset {preset!r}: choose from {', '.join(PRESETS)}")
+    names = {f.name for f in fields(KALMConfig)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ValueError(f"unknown KALMConfig field(s) {', '.join(bad)}: valid are {', '.join(sorted(names))}")
+    config = replace(PRESETS[preset], **overrides)
+    validate(config)
+    return config
+
+
+def validate(config: KALMConfig) -> None:
+    from llmrl.rl.offline import ALGOS
+
+    unknown = [t for t in config.ground_tasks if t not in TASK_IDS]
+    if unknown:
+        raise ValueError(f"unknown grounding task(s) {unknown}: choose from {', '.join(TASK_IDS)}")
+    bad = [a for a in config.algos if a not in ALGOS]
+    if bad:
+        raise ValueError(f"unknown offline algorithm(s) {bad}: choose from {', '.join(ALGOS)}")
+    if config.finetune not in ("lora", "full"):
+        raise ValueError(f"finetune must be 'lora' or 'full', got {config.finetune!r}")
+    if config.ground_episodes > config.n_real_episodes:
+        raise ValueError(f"ground_episodes ({config.ground_episodes}) exceeds n_real_episodes "
+                         f"({config.n_real_episodes}): collect more or ground on fewer")
+    if not 0.0 < config.mix_ratio < 1.0:
+        raise ValueError(f"mix_ratio must be in (0, 1), got {config.mix_ratio}")
+    if min(config.n_real_episodes, config.n_seeds, config.offline_steps, config.eval_episodes) < 1:
+        raise ValueError("n_real_episodes, n_seeds, offline_steps and eval_episodes must be positive")
+
+
+# --------------------------------------------------------------------------- stage folders
+STAGE_FIELDS = {
+    "collect": ("seed", "n_real_episodes", "expert_epsilon"),
+    "ground": ("seed", "model", "dtype", "ground_episodes", "ground_tasks", "ground_epochs", "ground_batch_size",
+               "ground_learning_rate", "finetune", "lora_r"),
+    "imagine": ("seed", "imagine_rephrase", "imagine_easy", "imagine_hard"),
+    "train": ("algos", "n_seeds", "offline_steps", "mix_ratio"),
+    "evaluate": ("eval_episodes", "eval_seed"),
+}
+UPSTREAM = {"collect": (), "ground": ("collect",), "imagine": ("ground",), "train": ("collect", "imagine"),
+            "evaluate": ("train",)}
+# Bump when a stage's code changes what it produces, so old artifacts are not reused.
+STAGE_VERSION = {"collect": 1, "ground": 1, "imagine": 1, "train": 1, "evaluate": 1}
+
+
+def stage_key(config: KALMConfig, stage: str) -> str:
+    """Hash of the stage's settings, its code version and (recursively) its inputs' keys."""
+    settings = {name: getattr(config, name) for name in STAGE_FIELDS[stage]}
+    payload = {"stage": stage, "version": STAGE_VERSION[stage], "settings": settings,
+               "inputs": {up: stage_key(config, up) for up in UPSTREAM[stage]}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def stage_dir(out: str | os.PathLike[str], config: KALMConfig, stage: str) -> Path:
+    return Path(out) / f"{stage}-{stage_key(config, stage)}"
+
+
+def is_done(path: Path) -> bool:
+    return (path / "done.json").exists()
+
+
+def mark_done(path: Path, config: KALMConfig, stage: str, summary: dict[str, Any], started: float) -> None:
+    record = {"stage": stage, "key": stage_key(config, stage), "config": asdict(config),
+              "seconds": round(time.time() - started, 1), **summary}
+    write_json(path / "done.json", record)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def require(out: str | os.PathLike[str], config: KALMConfig, stage: str) -> Path:
+    path = stage_dir(out, config, stage)
+    if not is_done(path):
+        raise FileNotFoundError(f"stage {stage!r} has not finished for this configuration ({path} has no done.json): "
+                                f"run `llmrl kalm {stage}` with the same settings first, or `llmrl kalm all`")
+    return path
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"[kalm {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- 1. collect
+def rollout_expert(env: Any, expert: Any, seed: int, rng: np.random.Generator) -> Any:
+    """One expert episode on a freshly sampled seen goal."""
+    from llmrl.data import Episode
+
+    obs, info = env.reset(seed=seed)
+    goal, start = info["goal"], obs.copy()
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    while True:
+        action = expert.act(env.unwrapped.positions, goal, start, rng)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        if terminated or truncated:
+            break
+    return Episode(observations=np.asarray(observations, np.float32), actions=np.asarray(actions, np.int64),
+                   rewards=np.asarray(rewards, np.float32), terminations=np.asarray(terms, bool),
+                   truncations=np.asarray(truncs, bool), goal=goal.text,
+                   infos={"level": goal.level, "goal_spec": goal.spec(), "success": bool(terms[-1]),
+                          "imaginary": False})
+
+
+def collect(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+    """Stage 1: real expert episodes on seen goals → ``real.npz``."""
+    from llmrl.data import EpisodeDataset
+    from llmrl.envs.clevr_expert import ClevrExpert
+    from llmrl.envs.clevr_robot import ClevrRobotEnv
+
+    path = stage_dir(out, config, "collect")
+    if is_done(path):
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    partial = path / "partial.npz"
+    data = EpisodeDataset.load(partial) if partial.exists() else EpisodeDataset([], {})
+    env = ClevrRobotEnv(goal_level="seen")
+    expert = ClevrExpert(epsilon=config.expert_epsilon)
+    for i in range(len(data), config.n_real_episodes):
+        # Each episode's randomness depends only on its index, so a resumed stage reproduces the rest.
+        rng = np.random.default_rng([config.seed, i])
+        data.episodes.append(rollout_expert(env, expert, seed=config.seed * 10_000_000 + i, rng=rng))
+        if (i + 1) % 200 == 0 or i + 1 == config.n_real_episodes:
+            data.save(partial)
+            _log(f"collect: {i + 1}/{config.n_real_episodes} episodes, expert success "
+                 f"{np.mean([e.infos['success'] for e in data.episodes]):.2f}", quiet)
+    data.metadata = {"source": "scripted expert", "expert_epsilon": config.expert_epsilon, "level": "seen"}
+    data.save(path / "real.npz")
+    partial.unlink(missing_ok=True)
+    success = float(np.mean([e.infos["success"] for e in data.episodes]))
+    mark_done(path, config, "collect", {"episodes": len(data), "steps": data.n_steps, "expert_success": success},
+              started)
+    return path
+
+
+# --------------------------------------------------------------------------- 2. ground
+def grounding_config(config: KALMConfig) -> Any:
+    from llmrl.roles.imagination import GroundingConfig
+
+    return GroundingConfig(model=config.model, dtype=config.dtype,
+                           tasks=tuple(TASK_IDS[t] for t in config.ground_tasks), epochs=config.ground_epochs,
+                           batch_size=config.ground_batch_size, learning_rate=config.ground_learning_rate,
+                           lora_r=config.lora_r, lora_alpha=2 * config.lora_r,
+                           finetune=config.finetune, seed=config.seed)
+
+
+def ground(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+    """Stage 2: fine-tune the LM's adapters and LoRA on the four KALM tasks → ``model/``."""
+    from llmrl.data import EpisodeDataset
+    from llmrl.roles import imagination
+
+    path = stage_dir(out, config, "ground")
+    if is_done(path):
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
+    episodes = [{"observations": e.observations, "actions": e.actions, "goal": e.goal}
+                for e in list(real)[: config.ground_episodes]]
+    _log(f"ground: {config.model} on {len(episodes)} episodes × tasks {', '.join(config.ground_tasks)}", quiet)
+
+    def report(row: dict[str, Any]) -> None:
+        _log(f"ground: step {row['step']} loss {float(row['loss']):.3f} (state MSE {float(row['mse_state']):.3f}, "
+             f"action CE {float(row['ce_action']):.3f}, text CE {float(row['ce_text']):.3f}), "
+             f"{float(row['tokens_per_s']):.0f} tokens/s", quiet)
+
+    imagination.ground(grounding_config(config), episodes, path, resume=True, progress=report)
+    mark_done(path, config, "ground", {"episodes": len(episodes)}, started)
+    return path
+
+
+# --------------------------------------------------------------------------- 3. imagine
+def load_grounded(path: Path, config: KALMConfig) -> Any:
+    from llmrl.lm import load_model
+    from llmrl.lm.numeric import GroundedLM
+
+    return GroundedLM.load(path / "grounded", load_model(config.model, dtype=config.dtype))
+
+
+def novel_goals(config: KALMConfig, real: Any) -> list[tuple[Goal, np.ndarray]]:
+    """Goals of the novel levels with real initial states, seeded apart from evaluation."""
+    rng = np.random.default_rng([config.seed, 7])
+    starts = np.stack([e.observations[0] for e in real])
+    counts = {"rephrase": config.imagine_rephrase, "easy": config.imagine_easy, "hard": config.imagine_hard}
+    out = []
+    for level in NOVEL_LEVELS:
+        for _ in range(counts[level]):
+            out.append((sample_goal(level, rng), starts[int(rng.integers(len(starts)))]))
+    return out
+
+
+def imaginary_episode(goal: Goal, rollout: dict[str, Any]) -> Any:
+    """An imagined rollout as an Episode, rewards and ends recomputed by the goal's judge."""
+    from llmrl.data import Episode
+
+    obs = np.asarray(rollout["observations"], np.float32)
+    actions = np.asarray(rollout["actions"], np.int64)
+    start = obs[0]
+    rewards = np.array([goal.reward(obs[t], obs[t + 1], start) for t in range(len(actions))], np.float32)
+    success = np.array([goal.success(obs[t + 1], start) for t in range(len(actions))], bool)
+    truncs = np.zeros(len(actions), bool)
+    if len(actions) and not success[-1]:
+        truncs[-1] = True
+    return Episode(observations=obs, actions=actions, rewards=rewards, terminations=success, truncations=truncs,
+                   goal=goal.text, infos={"level": goal.level, "goal_spec": goal.spec(),
+                                          "success": bool(success.any()), "imaginary": True})
+
+
+def plausibility(episodes: Sequence[Any]) -> dict[str, float]:
+    """KALM's check of imagined transitions: off the table, or a ball moving further than a push can."""
+    off, jump, n = 0, 0, 0
+    for e in episodes:
+        xy = e.observations.reshape(len(e.observations), -1, 2)
+        off += int(np.sum(np.any((np.abs(xy[1:, :, 0]) > 0.5) | (xy[1:, :, 1] < -0.2) | (xy[1:, :, 1] > 0.6),
+                                 axis=1)))
+        jump += int(np.sum(np.max(np.linalg.norm(xy[1:] - xy[:-1], axis=2), axis=1) > 0.5))
+        n += len(e.actions)
+    return {"off_table": off / max(n, 1), "beyond_dynamics": jump / max(n, 1)}
+
+
+def imagine(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+    """Stage 3: imaginary rollouts for novel goals → ``imaginary.npz`` and ``quality.json``."""
+    from llmrl.data import EpisodeDataset
+    from llmrl.roles import imagination
+
+    path = stage_dir(out, config, "imagine")
+    if is_done(path):
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
+    grounded = load_grounded(require(out, config, "ground"), config)
+    todo = novel_goals(config, real)
+    partial = path / "partial.npz"
+    data = EpisodeDataset.load(partial) if partial.exists() else EpisodeDataset([], {})
+    for level in NOVEL_LEVELS:
+        batch = [(g, s) for g, s in todo if g.level == level][sum(e.infos["level"] == level for e in data):]
+        for i in range(0, len(batch), 4 * config.imagine_batch_size):
+            chunk = batch[i: i + 4 * config.imagine_batch_size]
+            goals = [g for g, _ in chunk]
+            rollouts = imagination.imagine(
+                grounded, [g.text for g in goals], np.stack([s for _, s in chunk]),
+                stop=lambda j, s0, s, goals=goals: goals[j].success(s, s0),
+                max_steps=goals[0].max_steps, batch_size=config.imagine_batch_size)
+            data.episodes.extend(imaginary_episode(g, r) for g, r in zip(goals, rollouts))
+            data.save(partial)
+            _log(f"imagine {level}: {i + len(chunk)}/{len(batch)}", quiet)
+    data.metadata = {"source": f"imagined by {config.model}", "imaginary": True}
+    data.save(path / "imaginary.npz")
+    partial.unlink(missing_ok=True)
+    quality = {}
+    for level in NOVEL_LEVELS:
+        eps = [e for e in data if e.infos["level"] == level]
+        hits = sum(e.infos["success"] for e in eps)
+        quality[level] = {"rollouts": len(eps), "goal_reached": hits / max(len(eps), 1),
+                          "interval": wilson_interval(hits, len(eps)),
+                          "mean_length": float(np.mean([len(e.actions) for e in eps])) if eps else 0.0,
+                          **plausibility(eps)}
+    write_json(path / "quality.json", quality)
+    mark_done(path, config, "imagine", {"quality": quality}, started)
+    return path
+
+
+# --------------------------------------------------------------------------- 4. train
+def embed_goals(texts: Sequence[str], cache: Path) -> np.ndarray:
+    """MiniLM sentence embeddings (in place of KALM's BERT) of ``texts``, cached in an npz."""
+    from llmrl.lm.embed import SentenceEmbedder
+
+    known: dict[str, np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            known = dict(zip(z["texts"].tolist(), z["vectors"]))
+    missing = sorted(set(texts) - set(known))
+    if missing:
+        vectors = SentenceEmbedder().embed(missing)
+        known.update(zip(missing, vectors))
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, texts=np.array(list(known)), vectors=np.stack(list(known.values())).astype(np.float32))
+        os.replace(tmp, cache)
+    return np.stack([known[t] for t in texts]).astype(np.float32)
+
+
+def offline_runs(config: KALMConfig) -> list[tuple[str, str, int]]:
+    """(algorithm, data, seed) of every offline RL run: data is 'real' or 'real+kalm'."""
+    return [(a, d, s) for a in config.algos for d in ("real", "real+kalm") for s in range(config.n_seeds)]
+
+
+def run_name(algo: str, data: str, seed: int) -> str:
+    return f"{algo}{'+kalm' if data != 'real' else ''}-s{seed}"
+
+
+def train(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+    """Stage 4: goal-conditioned offline RL on real, and on real + imaginary data → ``<run>/agent.pt``."""
+    from llmrl.data import EpisodeDataset
+    from llmrl.rl.offline import PRESETS as OFFLINE_PRESETS
+    from llmrl.rl.offline import train_offline
+
+    path = stage_dir(out, config, "train")
+    if is_done(path):
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    real = EpisodeDataset.load(require(out, config, "collect") / "real.npz").transitions()
+    imaginary = EpisodeDataset.load(require(out, config, "imagine") / "imaginary.npz").transitions()
+    real_emb = embed_goals(real.goals, path / "goal_embeddings.npz")
+    imag_emb = embed_goals(imaginary.goals, path / "goal_embeddings.npz")
+    for algo, data, seed in offline_runs(config):
+        run = path / run_name(algo, data, seed)
+        if (run / "agent.pt").exists():
+            continue
+        _log(f"train {run.name}: {config.offline_steps} steps", quiet)
+        offline = replace(OFFLINE_PRESETS[algo], n_steps=config.offline_steps, seed=seed, mix_ratio=config.mix_ratio)
+        agent = train_offline(offline, real, real_emb, imaginary=imaginary if data != "real" else None,
+                              imaginary_goal_embeddings=imag_emb if data != "real" else None,
+                              out_dir=run, resume=True)
+        agent.save(run / "agent.pt")
+    mark_done(path, config, "train", {"runs": [run_name(*r) for r in offline_runs(config)],
+                                      "real_transitions": len(real.actions),
+                                      "imaginary_transitions": len(imaginary.actions)}, started)
+    return path
+
+
+# --------------------------------------------------------------------------- 5. evaluate
+def evaluation_episodes(config: KALMConfig, level: str) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """The held-out (goal, initial positions) of a level: the same for every agent."""
+    from llmrl.envs.clevr_robot import ClevrRobotEnv
+
+    env = ClevrRobotEnv(goal_level=level)
+    cases = []
+    for i in range(config.eval_episodes):
+        obs, info = env.reset(seed=config.eval_seed + i)
+        cases.append((info["goal"].spec(), obs.copy()))
+    return cases
+
+
+def run_episodes(act: Callable[[np.ndarray, list[Goal], np.ndarray], np.ndarray],
+                 cases: Sequence[tuple[dict[str, Any], np.ndarray]]) -> np.ndarray:
+    """Run every case in lockstep; ``act(observations, goals, starts)`` picks a batch of actions."""
+    from llmrl.envs.clevr_robot import ClevrRobotEnv
+
+    goals = [goal_from_spec(spec) for spec, _ in cases]
+    envs = [ClevrRobotEnv(goal_level=g.level) for g in goals]
+    obs = np.stack([env.reset(options={"goal": g, "positions": p})[0] for env, g, (_, p) in zip(envs, goals, cases)])
+    starts = obs.copy()
+    success = np.zeros(len(cases), bool)
+    live = np.ones(len(cases), bool)
+    while live.any():
+        idx = np.flatnonzero(live)
+        actions = act(obs[idx], [goals[i] for i in idx], starts[idx])
+        for i, a in zip(idx, actions):
+            obs[i], _, terminated, truncated, _ = envs[i].step(int(a))
+            if terminated or truncated:
+                live[i], success[i] = False, terminated
+    return success
+
+
+def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+    """Stage 5: success per goal level of every trained agent and of random and expert → ``results.json``."""
+    from llmrl.envs.clevr_expert import ClevrExpert
+    from llmrl.rl.offline import OfflineAgent
+
+    path = stage_dir(out, config, "evaluate")
+    if is_done(path):
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    trained = require(out, config, "train")
+    partial = path / "partial.json"
+    results: dict[str, dict[str, list[bool]]] = json.loads(partial.read_text()) if partial.exists() else {}
+    cases = {level: evaluation_episodes(config, level) for level in LEVELS}
+    texts = sorted({goal_from_spec(spec).text for level in LEVELS for spec, _ in cases[level]})
+    emb = dict(zip(texts, embed_goals(texts, trained / "goal_embeddings.npz")))
+
+    rng = np.random.default_rng(config.eval_seed)
+    expert = ClevrExpert(epsilon=0.0)
+    agents: dict[str, Callable[[np.ndarray, list[Goal], np.ndarray], np.ndarray]] = {
+        "random": lambda obs, goals, starts: rng.integers(40, size=len(goals)),
+        "expert": lambda obs, goals, starts: np.array([expert.act(o, g, s, rng) for o, g, s in zip(obs, goals, starts)]),
+    }
+    for algo, data, seed in offline_runs(config):
+        name = run_name(algo, data, seed)
+
+        def act(obs, goals, starts, agent=OfflineAgent.load(trained / name / "agent.pt")):
+            return agent.act(obs, np.stack([emb[g.text] for g in goals]))
+
+        agents[name] = act
+    for name, act in agents.items():
+        for level in LEVELS:
+            if level in results.get(name, {}):
+                continue
+            success = run_episodes(act, cases[level])
+            results.setdefault(name, {})[level] = success.tolist()
+            write_json(partial, results)
+            _log(f"evaluate {name} on {level}: {success.mean():.2f}", quiet)
+    write_json(path / "results.json", results)
+    partial.unlink(missing_ok=True)
+    table = summarise(config, results)
+    (path / "results.md").write_text(markdown(table, config))
+    mark_done(path, config, "evaluate", {"summary": table}, started)
+    return path
+
+
+def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> dict[str, dict[str, Any]]:
+    """Per agent group and level: mean success over seeds with a 95% interval, and per-seed rates."""
+    groups: dict[str, list[str]] = {}
+    for name in results:
+        groups.setdefault(name.rsplit("-s", 1)[0] if name not in ("random", "expert") else name, []).append(name)
+    table: dict[str, dict[str, Any]] = {}
+    for group, names in groups.items():
+        row = {}
+        for level in LEVELS:
+            per_seed = [float(np.mean(results[n][level])) for n in names if level in results[n]]
+            if len(per_seed) == 1:
+                n = len(results[names[0]][level])
+                low, high = wilson_interval(round(per_seed[0] * n), n)
+                row[level] = {"mean": per_seed[0], "low": low, "high": high, "per_seed": per_seed}
+            else:
+                mean, low, high = mean_interval(per_seed)
+                row[level] = {"mean": mean, "low": low, "high": high, "per_seed": per_seed}
+        table[group] = row
+    return table
+
+
+def markdown(table: dict[str, dict[str, Any]], config: KALMConfig) -> str:
+    lines = [f"Success per goal level ({config.eval_episodes} held-out episodes per level; mean over "
+             f"{config.n_seeds} seeds [95% interval], or one run [Wilson interval])", "",
+             "| agent | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
+    for group, row in table.items():
+        cells = [f"{row[lv]['mean']:.2f} [{row[lv]['low']:.2f}, {row[lv]['high']:.2f}]" for lv in LEVELS]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- all
+def run_stage(stage: str, config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+    if stage not in STAGES:
+        raise ValueError(f"unknown KALM stage {stage!r}: choose from {', '.join(STAGES)}")
+    return {"collect": collect, "ground": ground, "imagine": imagine, "train": train,
+            "evaluate": evaluate}[stage](config, out, quiet)
+
+
+def run_all(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+    """Every stage in order; finished stages are skipped, an interrupted one resumes."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / f"config-{stage_key(config, 'evaluate')}.json", asdict(config))
+    path = Path(out)
+    for stage in STAGES:
+        path = run_stage(stage, config, out, quiet)
+        _log(f"{stage} done: {path}", quiet)
+    return path
