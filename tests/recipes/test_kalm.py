@@ -65,7 +65,7 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
     assert set(quality) == {"rephrase", "easy", "hard"}
 
     results = json.loads((dirs["evaluate"] / "results.json").read_text())
-    assert set(results) == {"random", "expert", "bc-s0", "bc+kalm-s0"}
+    assert set(results) == {"random", "expert", "grounded-lm", "bc-s0", "bc+kalm-s0"}
     assert all(len(results[a][lv]) == 4 for a in results for lv in ("seen", "rephrase", "easy", "hard"))
     assert np.mean(results["expert"]["seen"]) > np.mean(results["random"]["seen"]) or np.mean(
         results["expert"]["seen"]) == 1.0

@@ -14,6 +14,7 @@ from llmrl.lm import load_model
 from llmrl.lm.numeric import Action, GroundedLM, State
 from llmrl.roles.imagination import (
     GroundingConfig,
+    act_in_world,
     explain,
     ground,
     imagine,
@@ -146,6 +147,24 @@ def test_imagination_stops_when_the_predicate_holds(trained):
     for i, start, s in seen:
         np.testing.assert_array_equal(start, s0[i])
     np.testing.assert_array_equal(seen[-1][2], rollouts[seen[-1][0]]["observations"][-1])
+
+
+def test_acting_in_a_world_feeds_its_states_back_and_stops_when_it_says_done(trained):
+    g, eps, _ = trained
+    s0 = np.stack([ep["observations"][0] for ep in eps[:2]])
+    taken = {0: [], 1: []}
+
+    def world(i, action):  # a fake dynamics: every ball drifts +0.01 per step; rollout i ends after i + 2 steps
+        taken[i].append(action)
+        return s0[i] + 0.01 * len(taken[i]), len(taken[i]) == i + 2
+
+    rollouts = act_in_world(g, [ep["goal"] for ep in eps[:2]], s0, world, max_steps=10)
+    for i, r in enumerate(rollouts):
+        assert r["actions"].tolist() == taken[i] and len(taken[i]) == i + 2
+        np.testing.assert_allclose(r["observations"][1:], [s0[i] + 0.01 * k for k in range(1, i + 3)], atol=1e-6)
+    # The first action depends only on the prompt: the same as imagination's.
+    imagined = imagine(g, [ep["goal"] for ep in eps[:2]], s0, max_steps=1)
+    assert [r["actions"][0] for r in rollouts] == [r["actions"][0] for r in imagined]
 
 
 def test_imagination_respects_max_steps(trained):

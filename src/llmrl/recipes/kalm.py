@@ -93,6 +93,8 @@ class KALMConfig:
     """Held-out episodes per goal level."""
     eval_seed: int = 100_000
     """Seed of the first evaluation episode; all agents see the same goals and initial states."""
+    eval_lm_policy: bool = True
+    """Also evaluate the grounded LM itself as a closed-loop policy (greedy actions, real states fed back)."""
     label: str = "kalm"
     """Name of the pipeline in reports."""
 
@@ -150,10 +152,10 @@ STAGE_FIELDS = {
                "ground_learning_rate", "finetune", "lora_r"),
     "imagine": ("seed", "imagine_rephrase", "imagine_easy", "imagine_hard"),
     "train": ("algos", "n_seeds", "offline_steps", "mix_ratio"),
-    "evaluate": ("eval_episodes", "eval_seed"),
+    "evaluate": ("eval_episodes", "eval_seed", "eval_lm_policy"),
 }
 UPSTREAM = {"collect": (), "ground": ("collect",), "imagine": ("ground",), "train": ("collect", "imagine"),
-            "evaluate": ("train",)}
+            "evaluate": ("train", "ground")}
 # Bump when a stage's code changes what it produces, so old artifacts are not reused.
 STAGE_VERSION = {"collect": 1, "ground": 1, "imagine": 1, "train": 1, "evaluate": 1}
 
@@ -477,8 +479,28 @@ def run_episodes(act: Callable[[np.ndarray, list[Goal], np.ndarray], np.ndarray]
     return success
 
 
+def run_lm_policy(grounded: Any, cases: Sequence[tuple[dict[str, Any], np.ndarray]]) -> np.ndarray:
+    """The grounded LM acting in the real environment from the rollout-generation prompt."""
+    from llmrl.envs.clevr_robot import ClevrRobotEnv
+    from llmrl.roles.imagination import act_in_world
+
+    goals = [goal_from_spec(spec) for spec, _ in cases]
+    envs = [ClevrRobotEnv(goal_level=g.level) for g in goals]
+    starts = np.stack([env.reset(options={"goal": g, "positions": p})[0] for env, g, (_, p) in zip(envs, goals, cases)])
+    success = np.zeros(len(cases), bool)
+
+    def world(i: int, action: int) -> tuple[np.ndarray, bool]:
+        obs, _, terminated, truncated, _ = envs[i].step(action)
+        success[i] = terminated
+        return obs, terminated or truncated
+
+    act_in_world(grounded, [g.text for g in goals], starts, world, max_steps=max(g.max_steps for g in goals))
+    return success
+
+
 def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
-    """Stage 5: success per goal level of every trained agent and of random and expert → ``results.json``."""
+    """Stage 5: success per goal level of every trained agent, of the grounded LM as a policy, and of
+    random and expert references → ``results.json``."""
     from llmrl.envs.clevr_expert import ClevrExpert
     from llmrl.rl.offline import OfflineAgent
 
@@ -507,11 +529,20 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = Fals
             return agent.act(obs, np.stack([emb[g.text] for g in goals]))
 
         agents[name] = act
+    if config.eval_lm_policy:
+        grounded = None
+
+        def lm_policy(level: str) -> np.ndarray:
+            nonlocal grounded
+            grounded = grounded or load_grounded(require(out, config, "ground"), config)
+            return run_lm_policy(grounded, cases[level])
+
+        agents["grounded-lm"] = lm_policy
     for name, act in agents.items():
         for level in LEVELS:
             if level in results.get(name, {}):
                 continue
-            success = run_episodes(act, cases[level])
+            success = act(level) if name == "grounded-lm" else run_episodes(act, cases[level])
             results.setdefault(name, {})[level] = success.tolist()
             write_json(partial, results)
             _log(f"evaluate {name} on {level}: {success.mean():.2f}", quiet)
@@ -527,7 +558,8 @@ def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> 
     """Per agent group and level: mean success over seeds with a 95% interval, and per-seed rates."""
     groups: dict[str, list[str]] = {}
     for name in results:
-        groups.setdefault(name.rsplit("-s", 1)[0] if name not in ("random", "expert") else name, []).append(name)
+        single = name in ("random", "expert", "grounded-lm")
+        groups.setdefault(name if single else name.rsplit("-s", 1)[0], []).append(name)
     table: dict[str, dict[str, Any]] = {}
     for group, names in groups.items():
         row = {}

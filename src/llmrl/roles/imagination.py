@@ -355,18 +355,46 @@ def imagine(
         raise ValueError(f"initial_states must be (len(goals), state_dim), got {s0_all.shape} for {len(goals)} goals")
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    return _decode(grounded, goals, s0_all, stop, None, max_steps, batch_size)
+
+
+WorldFn = Callable[[int, int], tuple[np.ndarray, bool]]
+
+
+@torch.no_grad()
+def act_in_world(
+    grounded: GroundedLM,
+    goals: Sequence[str],
+    initial_states: np.ndarray,
+    world: WorldFn,
+    max_steps: int = 50,
+    batch_size: int = 32,
+) -> list[Episode]:
+    """The grounded LM as a closed-loop policy: the same decoding as :func:`imagine`, but after
+    each argmax action the next state comes from ``world(i, action) -> (state, done)`` (a real
+    environment stepping rollout ``i``) instead of the LM's own prediction."""
+    s0_all = np.asarray(initial_states, dtype=np.float32)
+    if s0_all.ndim != 2 or len(s0_all) != len(goals):
+        raise ValueError(f"initial_states must be (len(goals), state_dim), got {s0_all.shape} for {len(goals)} goals")
+    return _decode(grounded, goals, s0_all, None, world, max_steps, batch_size)
+
+
+def _decode(grounded: GroundedLM, goals: Sequence[str], s0_all: np.ndarray, stop: StopFn | None,
+            world: WorldFn | None, max_steps: int, batch_size: int) -> list[Episode]:
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     was_training = grounded.training
     grounded.eval()
     results: list[Episode] = []
     for start in range(0, len(goals), batch_size):
         ids = list(range(start, min(start + batch_size, len(goals))))
-        results += _imagine_batch(grounded, [goals[i] for i in ids], s0_all[ids], ids, stop, max_steps)
+        results += _imagine_batch(grounded, [goals[i] for i in ids], s0_all[ids], ids, stop, max_steps, world)
     grounded.train(was_training)
     return results
 
 
 def _imagine_batch(grounded: GroundedLM, goals: list[str], s0: np.ndarray, ids: list[int],
-                   stop: StopFn | None, max_steps: int) -> list[Episode]:
+                   stop: StopFn | None, max_steps: int, world: WorldFn | None = None) -> list[Episode]:
     dev = grounded.device
     h, mask, pos, cache = _encode_prompts(grounded, [rollout_prompt(g, s) for g, s in zip(goals, s0)])
     obs = [[s] for s in s0]
@@ -382,8 +410,13 @@ def _imagine_batch(grounded: GroundedLM, goals: list[str], s0: np.ndarray, ids: 
         done = np.zeros(len(rows), dtype=bool)
         for j, r in enumerate(rows):
             acts[r].append(int(a_np[j]))
-            obs[r].append(s_np[j])
-            done[j] = stop is not None and bool(stop(ids[r], s0[r], s_np[j]))
+            if world is not None:  # a real next state replaces the prediction
+                s_np[j], done[j] = world(ids[r], int(a_np[j]))
+            else:
+                done[j] = stop is not None and bool(stop(ids[r], s0[r], s_np[j]))
+            obs[r].append(s_np[j].copy())
+        if world is not None:
+            s = torch.as_tensor(s_np, device=dev)
         if t == max_steps - 1 or done.all():
             break
         if done.any():
