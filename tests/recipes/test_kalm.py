@@ -57,6 +57,11 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
     dirs = {s: kalm.stage_dir(out, config, s) for s in kalm.STAGES}
     assert all((d / "done.json").exists() for d in dirs.values())
 
+    real = EpisodeDataset.load(dirs["collect"] / "real.npz")
+    exported = EpisodeDataset.from_minari("clevr-robot/expert-v0", data_path=dirs["collect"] / "minari")
+    assert [e.goal for e in exported] == [e.goal for e in real] and len(real) == 12
+    np.testing.assert_array_equal(exported[3].actions, real[3].actions)
+
     imagined = EpisodeDataset.load(dirs["imagine"] / "imaginary.npz")
     levels = [e.infos["level"] for e in imagined]
     assert levels.count("rephrase") == 3 and levels.count("easy") == 3 and levels.count("hard") == 2

@@ -3,7 +3,8 @@
 The pipeline, one stage after another (:func:`run_all`):
 
 1. **collect**: a scripted expert (with ε-noise) pushes balls towards seen goals in the MuJoCo
-   CLEVR-Robot environment; the episodes and their goal sentences form the real dataset;
+   CLEVR-Robot environment; the episodes and their goal sentences form the real dataset
+   (``real.npz``, and a Minari copy under ``minari/``);
 2. **ground**: the LM learns numbers through adapters (state Linear, action Embedding, state and
    action heads) and LoRA, on four tasks built from the real episodes — rollout generation,
    dynamics prediction, terminal-state prediction and rollout explanation;
@@ -251,6 +252,10 @@ def collect(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
                  f"{np.mean([e.infos['success'] for e in data.episodes]):.2f}", quiet)
     data.metadata = {"source": "scripted expert", "expert_epsilon": config.expert_epsilon, "level": "seen"}
     data.save(path / "real.npz")
+    # The same episodes in Minari's format, for other offline-RL libraries.
+    data.to_minari("clevr-robot/expert-v0", data_path=path / "minari", n_actions=40,
+                   algorithm_name=f"scripted expert, epsilon {config.expert_epsilon}", author="llmrl",
+                   description="CLEVR-Robot (llmrl, MuJoCo) expert episodes on seen goals, with their goal sentences")
     partial.unlink(missing_ok=True)
     success = float(np.mean([e.infos["success"] for e in data.episodes]))
     mark_done(path, config, "collect", {"episodes": len(data), "steps": data.n_steps, "expert_success": success},
