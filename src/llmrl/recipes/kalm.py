@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from llmrl.envs.clevr_goals import LEVELS, Goal, goal_from_spec, sample_goal
-from llmrl.stats import mean_interval, wilson_interval
+from llmrl.stats import t_interval, wilson_interval
 
 STAGES = ("collect", "ground", "imagine", "train", "evaluate")
 NOVEL_LEVELS = ("rephrase", "easy", "hard")
@@ -348,6 +348,29 @@ def plausibility(episodes: Sequence[Any]) -> dict[str, float]:
     return {"off_table": off / max(n, 1), "beyond_dynamics": jump / max(n, 1)}
 
 
+def replayed(episodes: Sequence[Any]) -> dict[str, float]:
+    """How real the imagined actions are: replay each rollout's actions open-loop in the real
+    environment from its real s0 and judge the goal there; and how often the first action pushes
+    the ball the goal names (where it names one)."""
+    from llmrl.envs.clevr_robot import ClevrRobotEnv
+
+    reached, named, right_ball = 0, 0, 0
+    for e in episodes:
+        goal = goal_from_spec(e.infos["goal_spec"])
+        env = ClevrRobotEnv(goal_level=goal.level)
+        env.reset(options={"goal": goal, "positions": e.observations[0]})
+        for a in e.actions:
+            _, _, terminated, truncated, _ = env.step(int(a))
+            if terminated or truncated:
+                reached += int(terminated)
+                break
+        if hasattr(goal, "ball") and len(e.actions):
+            named += 1
+            right_ball += int(e.actions[0]) // 8 == goal.ball
+    return {"replayed_success": reached / max(len(episodes), 1),
+            "first_action_moves_goal_ball": right_ball / named if named else float("nan")}
+
+
 def imagine(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
     """Stage 3: imaginary rollouts for novel goals → ``imaginary.npz`` and ``quality.json``."""
     from llmrl.data import EpisodeDataset
@@ -385,7 +408,7 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
         quality[level] = {"rollouts": len(eps), "goal_reached": hits / max(len(eps), 1),
                           "interval": wilson_interval(hits, len(eps)),
                           "mean_length": float(np.mean([len(e.actions) for e in eps])) if eps else 0.0,
-                          **plausibility(eps)}
+                          **plausibility(eps), **replayed(eps)}
     write_json(path / "quality.json", quality)
     mark_done(path, config, "imagine", {"quality": quality}, started)
     return path
@@ -575,7 +598,7 @@ def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> 
                 low, high = wilson_interval(round(per_seed[0] * n), n)
                 row[level] = {"mean": per_seed[0], "low": low, "high": high, "per_seed": per_seed}
             else:
-                mean, low, high = mean_interval(per_seed)
+                mean, low, high = t_interval(per_seed)
                 row[level] = {"mean": mean, "low": low, "high": high, "per_seed": per_seed}
         table[group] = row
     return table
@@ -583,7 +606,7 @@ def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> 
 
 def markdown(table: dict[str, dict[str, Any]], config: KALMConfig) -> str:
     lines = [f"Success per goal level ({config.eval_episodes} held-out episodes per level; mean over "
-             f"{config.n_seeds} seeds [95% interval], or one run [Wilson interval])", "",
+             f"{config.n_seeds} seeds [95% t-interval], or one run [95% Wilson interval])", "",
              "| agent | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
     for group, row in table.items():
         cells = [f"{row[lv]['mean']:.2f} [{row[lv]['low']:.2f}, {row[lv]['high']:.2f}]" for lv in LEVELS]

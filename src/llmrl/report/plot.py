@@ -31,6 +31,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+from llmrl.stats import t975
+
 REQUIRED_COLUMNS = ("env_steps", "success_rate")
 # Per-episode metrics are averaged over episodes (rows weighted by episodes finished in them);
 # per-update metrics (losses) over updates.
@@ -197,19 +199,6 @@ def metric_curve(run: Run, metric: str = "success_rate", window: float | None = 
         smooth = rolling_mean(y, np.ones_like(y), default if window is None else window)
     keep = ~np.isnan(smooth) & ~np.isnan(x)
     return x[keep], smooth[keep]
-
-
-# Two-sided 95% Student-t quantiles for 1..30 degrees of freedom (beyond: Cornish-Fisher).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
-
-def t975(df: int) -> float:
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def seed_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
