@@ -533,7 +533,9 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = Fals
     from llmrl.rl.offline import OfflineAgent
 
     path = stage_dir(out, config, "evaluate")
-    if is_done(path):
+    if is_done(path):  # the table is re-derived from the raw results, so it follows summarise()
+        results = json.loads((path / "results.json").read_text())
+        (path / "results.md").write_text(markdown(summarise(config, results), config))
         return path
     path.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -582,8 +584,12 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = Fals
     return path
 
 
+COLUMNS = (*LEVELS, "novel")  # novel: the episodes of rephrase, easy and hard pooled (KALM's headline)
+
+
 def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> dict[str, dict[str, Any]]:
-    """Per agent group and level: mean success over seeds with a 95% interval, and per-seed rates."""
+    """Per agent group and column: mean success over seeds with a 95% interval (Student-t over
+    seeds; Wilson for a single run), and the per-seed rates."""
     groups: dict[str, list[str]] = {}
     for name in results:
         single = name in ("random", "expert", "grounded-lm")
@@ -591,25 +597,27 @@ def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> 
     table: dict[str, dict[str, Any]] = {}
     for group, names in groups.items():
         row = {}
-        for level in LEVELS:
-            per_seed = [float(np.mean(results[n][level])) for n in names if level in results[n]]
-            if len(per_seed) == 1:
-                n = len(results[names[0]][level])
-                low, high = wilson_interval(round(per_seed[0] * n), n)
-                row[level] = {"mean": per_seed[0], "low": low, "high": high, "per_seed": per_seed}
+        for column in COLUMNS:
+            levels = NOVEL_LEVELS if column == "novel" else (column,)
+            outcomes = [sum((results[n][lv] for lv in levels), []) for n in names]
+            per_seed = [float(np.mean(o)) for o in outcomes]
+            if len(names) == 1:
+                low, high = wilson_interval(int(sum(outcomes[0])), len(outcomes[0]))
+                mean = per_seed[0]
             else:
                 mean, low, high = t_interval(per_seed)
-                row[level] = {"mean": mean, "low": low, "high": high, "per_seed": per_seed}
+            row[column] = {"mean": mean, "low": max(0.0, low), "high": min(1.0, high), "per_seed": per_seed}
         table[group] = row
     return table
 
 
 def markdown(table: dict[str, dict[str, Any]], config: KALMConfig) -> str:
-    lines = [f"Success per goal level ({config.eval_episodes} held-out episodes per level; mean over "
-             f"{config.n_seeds} seeds [95% t-interval], or one run [95% Wilson interval])", "",
-             "| agent | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
+    lines = [f"Success per goal level ({config.eval_episodes} held-out episodes per level; novel = rephrase, "
+             f"easy and hard pooled; mean over {config.n_seeds} seeds [95% t-interval], or one run "
+             "[95% Wilson interval])", "",
+             "| agent | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for group, row in table.items():
-        cells = [f"{row[lv]['mean']:.2f} [{row[lv]['low']:.2f}, {row[lv]['high']:.2f}]" for lv in LEVELS]
+        cells = [f"{row[c]['mean']:.2f} [{row[c]['low']:.2f}, {row[c]['high']:.2f}]" for c in COLUMNS]
         lines.append(f"| {group} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
