@@ -29,6 +29,9 @@ def test_stage_keys_change_only_downstream_of_a_changed_setting():
         assert kalm.stage_key(base, stage) == kalm.stage_key(changed, stage)
     for stage in ("train", "evaluate"):
         assert kalm.stage_key(base, stage) != kalm.stage_key(changed, stage)
+    filtered = kalm.config_from("cpu", **{**TINY, "imaginary_filter": "reached"})
+    assert [kalm.stage_key(base, s) == kalm.stage_key(filtered, s) for s in kalm.STAGES] == [
+        True, True, True, False, False]
     reseeded = kalm.config_from("cpu", **{**TINY, "seed": 1})
     assert all(kalm.stage_key(base, s) != kalm.stage_key(reseeded, s) for s in kalm.STAGES)
 
@@ -40,6 +43,8 @@ def test_bad_settings_name_the_problem():
         kalm.config_from("cpu", algos=("ppo",))
     with pytest.raises(ValueError, match="generation"):
         kalm.config_from("cpu", ground_tasks=("summarise",))
+    with pytest.raises(ValueError, match="'all' or 'reached'"):
+        kalm.config_from("cpu", imaginary_filter="best")
     with pytest.raises(ValueError, match="valid are"):
         kalm.config_from("cpu", n_episodes=3)
 

@@ -89,6 +89,8 @@ class KALMConfig:
     """Gradient steps per offline RL run (KALM: 500k)."""
     mix_ratio: float = 0.5
     """Share of each +KALM batch drawn from the imaginary data (KALM: 1:1)."""
+    imaginary_filter: str = "all"
+    """all (KALM: every imagined rollout, rewards recomputed) or reached (only rollouts whose generated states reach the goal)."""
     # -- evaluate
     eval_episodes: int = 100
     """Held-out episodes per goal level."""
@@ -140,6 +142,8 @@ def validate(config: KALMConfig) -> None:
     if config.ground_episodes > config.n_real_episodes:
         raise ValueError(f"ground_episodes ({config.ground_episodes}) exceeds n_real_episodes "
                          f"({config.n_real_episodes}): collect more or ground on fewer")
+    if config.imaginary_filter not in ("all", "reached"):
+        raise ValueError(f"imaginary_filter must be 'all' or 'reached', got {config.imaginary_filter!r}")
     if not 0.0 < config.mix_ratio < 1.0:
         raise ValueError(f"mix_ratio must be in (0, 1), got {config.mix_ratio}")
     if min(config.n_real_episodes, config.n_seeds, config.offline_steps, config.eval_episodes) < 1:
@@ -152,7 +156,7 @@ STAGE_FIELDS = {
     "ground": ("seed", "model", "dtype", "ground_episodes", "ground_tasks", "ground_epochs", "ground_batch_size",
                "ground_learning_rate", "finetune", "lora_r"),
     "imagine": ("seed", "imagine_rephrase", "imagine_easy", "imagine_hard"),
-    "train": ("algos", "n_seeds", "offline_steps", "mix_ratio"),
+    "train": ("algos", "n_seeds", "offline_steps", "mix_ratio", "imaginary_filter"),
     "evaluate": ("eval_episodes", "eval_seed", "eval_lm_policy"),
 }
 UPSTREAM = {"collect": (), "ground": ("collect",), "imagine": ("ground",), "train": ("collect", "imagine"),
@@ -161,9 +165,15 @@ UPSTREAM = {"collect": (), "ground": ("collect",), "imagine": ("ground",), "trai
 STAGE_VERSION = {"collect": 1, "ground": 1, "imagine": 1, "train": 1, "evaluate": 1}
 
 
+# Fields added after artifacts existed, with the value that reproduces the old behaviour: at that
+# value they stay out of the key, so the old artifacts stay valid.
+ADDED_FIELDS = {"imaginary_filter": "all"}
+
+
 def stage_key(config: KALMConfig, stage: str) -> str:
     """Hash of the stage's settings, its code version and (recursively) its inputs' keys."""
-    settings = {name: getattr(config, name) for name in STAGE_FIELDS[stage]}
+    settings = {name: getattr(config, name) for name in STAGE_FIELDS[stage]
+                if ADDED_FIELDS.get(name, object()) != getattr(config, name)}
     payload = {"stage": stage, "version": STAGE_VERSION[stage], "settings": settings,
                "inputs": {up: stage_key(config, up) for up in UPSTREAM[stage]}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
@@ -454,7 +464,12 @@ def train(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) 
     path.mkdir(parents=True, exist_ok=True)
     started = time.time()
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz").transitions()
-    imaginary = EpisodeDataset.load(require(out, config, "imagine") / "imaginary.npz").transitions()
+    imagined = EpisodeDataset.load(require(out, config, "imagine") / "imaginary.npz")
+    if config.imaginary_filter == "reached":  # judged on the LM's own states: no real interaction
+        imagined = imagined.filter(lambda e: e.infos["success"])
+    if not len(imagined):
+        raise ValueError("no imagined rollouts to train on: imagine more, or use imaginary_filter='all'")
+    imaginary = imagined.transitions()
     real_emb = embed_goals(real.goals, path / "goal_embeddings.npz")
     imag_emb = embed_goals(imaginary.goals, path / "goal_embeddings.npz")
     for algo, data, seed in offline_runs(config):
