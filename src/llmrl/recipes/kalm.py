@@ -107,9 +107,9 @@ PRESETS = {
     "paper": KALMConfig(n_real_episodes=100_000, ground_episodes=100_000, ground_epochs=10,
                         imagine_rephrase=5_600, imagine_easy=72_400, imagine_hard=1_680,
                         offline_real_episodes=6_400, offline_steps=500_000, eval_episodes=111),
-    # A 2-core CPU in about 35 minutes; see docs/results/kalm.md.
-    "cpu": KALMConfig(n_real_episodes=2000, ground_episodes=2000, imagine_rephrase=1000, imagine_easy=1000,
-                      imagine_hard=400, offline_steps=20_000, eval_episodes=100),
+    # A 2-core CPU in about an hour (grounding: 3 epochs, ~30 min); see docs/results/kalm.md.
+    "cpu": KALMConfig(n_real_episodes=2000, ground_episodes=2000, ground_epochs=3, imagine_rephrase=1000,
+                      imagine_easy=1000, imagine_hard=400, offline_steps=20_000, eval_episodes=100),
 }
 
 TASK_IDS = {"generation": 0, "dynamics": 1, "terminal": 2, "explanation": 3}
