@@ -7,7 +7,25 @@ the episodes that finished in that update), ``tb/``, ``checkpoints/`` and ``eval
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 PROGRESS_COLUMNS: tuple[str, ...] = (
     "env_steps", "updates", "wall_s", "episodes", "success_rate", "mean_return", "mean_length",
     "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "steps_per_s",
 )  # fmt: skip
+
+
+def atomic_torch_save(path: str | os.PathLike[str], obj: Any, **save_kwargs: Any) -> None:
+    """``torch.save`` to a temporary sibling, fsync, then rename: a kill leaves the old file or the
+    new one, never half of one. Every checkpoint in the project goes through here."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f, **save_kwargs)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from llmrl.lm.base import LMError
+from llmrl.runs import atomic_torch_save
 
 TEXT, STATE, ACTION = 0, 1, 2
 CHECKPOINT_FILE = "grounded.pt"
@@ -421,13 +422,3 @@ class GroundedLM(nn.Module):
         grounded = cls(lm, meta["state_dim"], meta["n_actions"], lora=lora)
         grounded.load_trainable_state(saved["state"])
         return grounded
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    """Write to a temporary sibling, fsync, then rename: a kill leaves the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

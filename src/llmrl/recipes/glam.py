@@ -40,6 +40,7 @@ import torch
 from llmrl.envs.babyai_text import ACTIONS
 from llmrl.rl.ppo import gae, ppo_losses
 from llmrl.runs import PROGRESS_COLUMNS as RUN_COLUMNS
+from llmrl.runs import atomic_torch_save
 
 # The shared run-folder columns, plus where each update's time went.
 PROGRESS_COLUMNS = (*RUN_COLUMNS, "rollout_s", "update_s")
@@ -366,13 +367,7 @@ def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch:
 
 # --------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, **state: Any) -> None:
-    """Write to a temporary file, fsync, then rename: a kill leaves the old or the new file."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_torch_save(path, state, pickle_protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class ProgressLog:

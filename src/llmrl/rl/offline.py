@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmrl.data.episodes import Transitions
+from llmrl.runs import atomic_torch_save
 
 ALGOS = ("bc", "cql", "iql")
 
@@ -357,14 +358,12 @@ class OfflineAgent:
     def save(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save(
-            path,
+        atomic_torch_save(path, dict(
             config=asdict(self.config),
             obs_dim=self.obs_dim,
             goal_dim=self.goal_dim,
             n_actions=self.n_actions,
-            nets=self.nets.state_dict(),
-        )
+            nets=self.nets.state_dict()))
         return path
 
     @classmethod
@@ -466,8 +465,7 @@ def train_offline(
             if run is not None:
                 log.write(row)
         if run is not None and (step % config.checkpoint_every == 0 or last):
-            _atomic_torch_save(
-                ckpt_path,
+            atomic_torch_save(ckpt_path, dict(
                 step=step,
                 config=asdict(config),
                 fingerprint=fingerprint,
@@ -477,8 +475,7 @@ def train_offline(
                 generator=generator.get_state(),
                 sums=sums,
                 n_summed=n_summed,
-                wall_s=wall_offset + time.perf_counter() - t0,
-            )
+                wall_s=wall_offset + time.perf_counter() - t0))
         if row is not None and progress is not None:
             progress(step, row)
 
@@ -510,16 +507,6 @@ class _ProgressLog:
             csv.DictWriter(f, self.columns).writerow(
                 {k: f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v for k, v in row.items()}
             )
-
-
-def _atomic_torch_save(path: Path, **state: Any) -> None:
-    """Temporary file, fsync, rename: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 _RESUMABLE = {"n_steps", "log_every", "checkpoint_every"}  # may change between resumes

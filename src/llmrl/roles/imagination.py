@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from llmrl.lm.base import LMError
-from llmrl.lm.numeric import Action, GroundedLM, Segments, State, Text, atomic_torch_save, default_lora
+from llmrl.lm.numeric import Action, GroundedLM, Segments, State, Text, default_lora
+from llmrl.runs import atomic_torch_save
 
 Episode = dict[str, Any]
 StopFn = Callable[[int, np.ndarray, np.ndarray], bool]
