@@ -46,11 +46,4 @@ def t975(df: int) -> float:
 
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean and its 95% Student-t interval (mean, low, high): the honest one for a few seeds."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return (float("nan"), float("nan"), float("nan"))
-    m = float(x.mean())
-    if x.size == 1:
-        return (m, m, m)
-    half = t975(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return (m, m - half, m + half)
+    return mean_interval(values, z=t975(max(len(values) - 1, 1)))

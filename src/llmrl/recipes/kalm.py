@@ -190,6 +190,14 @@ def is_done(path: Path) -> bool:
     return (path / "done.json").exists()
 
 
+def open_stage(out: str | os.PathLike[str], config: KALMConfig, stage: str) -> tuple[Path, bool]:
+    """The stage's folder (created) and whether the stage has already finished there."""
+    path = stage_dir(out, config, stage)
+    done = is_done(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path, done
+
+
 def mark_done(path: Path, config: KALMConfig, stage: str, summary: dict[str, Any], started: float) -> None:
     record = {"stage": stage, "key": stage_key(config, stage), "config": asdict(config),
               "seconds": round(time.time() - started, 1), **summary}
@@ -246,10 +254,9 @@ def collect(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
     from llmrl.envs.clevr_expert import ClevrExpert
     from llmrl.envs.clevr_robot import ClevrRobotEnv
 
-    path = stage_dir(out, config, "collect")
-    if is_done(path):
+    path, done = open_stage(out, config, "collect")
+    if done:
         return path
-    path.mkdir(parents=True, exist_ok=True)
     started = time.time()
     partial = path / "partial.npz"
     data = EpisodeDataset.load(partial) if partial.exists() else EpisodeDataset([], {})
@@ -292,10 +299,9 @@ def ground(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False)
     from llmrl.data import EpisodeDataset
     from llmrl.roles import imagination
 
-    path = stage_dir(out, config, "ground")
-    if is_done(path):
+    path, done = open_stage(out, config, "ground")
+    if done:
         return path
-    path.mkdir(parents=True, exist_ok=True)
     started = time.time()
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
     episodes = [{"observations": e.observations, "actions": e.actions, "goal": e.goal}
@@ -389,10 +395,9 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
     from llmrl.data import EpisodeDataset
     from llmrl.roles import imagination
 
-    path = stage_dir(out, config, "imagine")
-    if is_done(path):
+    path, done = open_stage(out, config, "imagine")
+    if done:
         return path
-    path.mkdir(parents=True, exist_ok=True)
     started = time.time()
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
     grounded = load_grounded(require(out, config, "ground"), config)
@@ -461,10 +466,9 @@ def train(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) 
     from llmrl.rl.offline import PRESETS as OFFLINE_PRESETS
     from llmrl.rl.offline import train_offline
 
-    path = stage_dir(out, config, "train")
-    if is_done(path):
+    path, done = open_stage(out, config, "train")
+    if done:
         return path
-    path.mkdir(parents=True, exist_ok=True)
     started = time.time()
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
     real = real[: config.offline_real_episodes or len(real)].transitions()
@@ -551,12 +555,11 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = Fals
     from llmrl.envs.clevr_expert import ClevrExpert
     from llmrl.rl.offline import OfflineAgent
 
-    path = stage_dir(out, config, "evaluate")
-    if is_done(path):  # the table is re-derived from the raw results, so it follows summarise()
+    path, done = open_stage(out, config, "evaluate")
+    if done:  # the table is re-derived from the raw results, so it follows summarise()
         results = json.loads((path / "results.json").read_text())
         (path / "results.md").write_text(markdown(summarise(config, results), config))
         return path
-    path.mkdir(parents=True, exist_ok=True)
     started = time.time()
     trained = require(out, config, "train")
     partial = path / "partial.json"
