@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     glam = recipes.add_parser("glam", help="GLAM: PPO fine-tuning of the LM policy on BabyAI-Text")
     _add_run_args(glam, "cpu", ("cpu", "paper"))
     _add_config_args(glam, "llmrl.recipes.glam", "GLAMConfig", "PRESETS")
+    ellm = recipes.add_parser("ellm", help="ELLM: LM-suggested goals vs no bonus, novelty, RND and the oracle (DQN on Crafter-Text)")
+    ellm.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="named configuration to start from")
+    ellm.add_argument("--out", default="runs/ellm", help="folder for one run per (method, seed), summary.json and summary.md")
+    ellm.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_args(ellm, "llmrl.recipes.ellm", "ELLMConfig", "PRESETS")
     sym = recipes.add_parser("symbolic-ppo", help="Symbolic-PPO baseline (Stable-Baselines3) on BabyAI's symbolic view")
     _add_run_args(sym, "cpu", ("cpu", "paper"))
     _add_config_args(sym, "llmrl.rl.symbolic_ppo", "SymbolicPPOConfig", "PRESETS")
@@ -295,6 +300,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in args.config_fields if getattr(args, k) is not None}
     try:
+        if args.recipe == "ellm":
+            from llmrl.recipes import ellm
+
+            config = ellm.config_from(args.preset, **overrides)
+            out = ellm.run_all(config, args.out, progress=not args.quiet)
+            print((out / "summary.md").read_text())
+            print(f"runs and summary written to {out}; plot with: llmrl plot {out} --metric achievements")
+            return 0
         if args.recipe == "glam":
             from llmrl.recipes import glam
 

@@ -23,6 +23,7 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any, **save_kwargs: Any
     import torch
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         torch.save(obj, f, **save_kwargs)

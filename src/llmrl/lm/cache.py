@@ -195,7 +195,8 @@ class CachedLM(LanguageModel):
     - ``generate``: cached only when deterministic. Greedy (``temperature == 0``) is cached per
       prompt. Seeded sampling is cached per *batch*: a backend samples a batch from one random
       stream, so a prompt's seeded sample depends on the rest of the batch.
-    - ``embed``: delegated, not cached.
+    - ``embed``: one entry per text, keyed on the embedder (``embed_key``; by default the
+      shared MiniLM, which every backend delegates to).
 
     ``self.stats`` counts the calls made to this wrapper and the cache hits and misses (per context
     or prompt); ``inner.stats`` counts the work the backend actually did.
@@ -213,8 +214,10 @@ class CachedLM(LanguageModel):
         inner: LanguageModel,
         cache: ResultCache | str | os.PathLike[str] | None = None,
         model_key: str | None = None,
-    ) -> None:
+        embed_key: str | None = None,
+    ) -> None:  # embed_key: what names the embedder; set it when a backend embeds its own way
         super().__init__()
+        self.embed_key = embed_key
         self.inner = inner
         self.cache = cache if isinstance(cache, ResultCache) else ResultCache(cache)
         self.model_key = model_key or inner.cache_identity
@@ -307,8 +310,26 @@ class CachedLM(LanguageModel):
         return self.inner.generate(prompts, **kwargs)  # type: ignore[arg-type]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise ValueError("embed() takes a list of strings, got one string: wrap it as [text]")
         self.stats.embed_calls += 1
-        return self.inner.embed(texts)
+        # Keyed on the embedder: backends that do not embed their own way share MiniLM's entries.
+        own = type(self.inner).embed is not LanguageModel.embed
+        embedder = self.embed_key or (self.model_key if own else "all-MiniLM-L6-v2")
+        keys = [cache_key(embedder, "embed", t, {}) for t in texts]
+        found = self.cache.get_many(keys)
+        todo = {k: t for k, t in zip(keys, texts) if k not in found}
+        if todo:
+            fresh = self.inner.embed(list(todo.values()))
+            new = {k: v.tolist() for k, v in zip(todo, fresh)}
+            self.cache.put_many(new)
+            found.update(new)
+        hits = sum(1 for k in keys if k not in todo)
+        self.stats.cache_hits += hits
+        self.stats.cache_misses += len(keys) - hits
+        if not keys:
+            return self.inner.embed([])
+        return np.asarray([found[k] for k in keys], dtype=np.float32)
 
     def close(self) -> None:
         self.inner.close()

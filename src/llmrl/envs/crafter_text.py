@@ -1,0 +1,419 @@
+"""Crafter-Text: Crafter (Hafner 2022) with ELLM's captions (Du et al. 2023).
+
+The game is the ``crafter`` package, unchanged. This module adds what ELLM needs from it:
+
+* a **state caption** built from the true game state, as ELLM builds it::
+
+      You see cow, grass, and tree. You are targeting tree. You have in your inventory wood.
+      You feel hungry, thirsty.
+
+  (what lies in the 9x7 local view, the cell the player faces, the items held, and each need
+  below its maximum of 9: health -> hurt, food -> hungry, drink -> thirsty, energy -> sleepy);
+* a **transition caption**: the verb-noun name of what the last action actually did ("chop tree",
+  "attack cow", "place table", "make wood pickaxe"), or "" when it did nothing;
+* two action sets: Crafter's 17 primitive actions, and ELLM's verb x noun set (6 verb-only
+  actions + 7 verbs x 19 nouns = 139), where "mine stone" hits only if the player faces stone and
+  is otherwise a no-op;
+* the achievements unlocked this episode and the achievements feasible right now (the oracle's
+  goals), as boolean masks in ``ACHIEVEMENTS`` order.
+
+Observations are a flat uint8 vector (``observation="symbolic"``): the 9x7 local semantic map
+(material and creature ids, ``N_CLASSES`` of them), then the 16 inventory counts, the facing
+direction (one-hot) and a sleeping flag; or the 64x64 RGB image (``"pixels"``); or both
+(``"both"``, a Dict). Skipping the image makes a step ~5x cheaper (docs/benchmarks.md).
+
+World generation takes about a second per reset, so training runs these environments in
+subprocesses (``make_vec``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import crafter
+import gymnasium as gym
+import numpy as np
+from crafter import constants as C
+from crafter import objects as O
+from gymnasium import spaces
+
+ACHIEVEMENTS: tuple[str, ...] = tuple(C.achievements)
+ITEMS: tuple[str, ...] = tuple(C.items)  # health, food, drink, energy, sapling, wood, ...
+STATUS_WORDS = {"health": "hurt", "food": "hungry", "drink": "thirsty", "energy": "sleepy"}
+STATUS_MAX = 9
+
+# The verb x noun action set. The verb-only actions come first, then verb-major pairs.
+VERB_ONLY = ("do nothing", "move left", "move right", "move up", "move down", "sleep")
+VERBS = ("eat", "attack", "chop", "drink", "place", "make", "mine")
+NOUNS = (
+    "tree", "grass", "water", "stone", "coal", "iron", "diamond", "table", "furnace", "plant",
+    "cow", "zombie", "skeleton", "wood pickaxe", "stone pickaxe", "iron pickaxe", "wood sword",
+    "stone sword", "iron sword",
+)
+VERB_NOUN_ACTIONS: tuple[str, ...] = VERB_ONLY + tuple(f"{v} {n}" for v in VERBS for n in NOUNS)
+STANDARD_ACTIONS: tuple[str, ...] = tuple(C.actions)  # noop, move_left, ..., make_iron_sword
+ACTION_SETS = {"standard": STANDARD_ACTIONS, "verb_noun": VERB_NOUN_ACTIONS}
+
+# "chop tree" hits only when the player faces a tree, and so on; what a hit does is Crafter's.
+_FACING_VERBS = {
+    "chop tree": "tree", "chop grass": "grass", "drink water": "water",
+    "mine stone": "stone", "mine coal": "coal", "mine iron": "iron", "mine diamond": "diamond",
+    "attack cow": "cow", "attack zombie": "zombie", "attack skeleton": "skeleton",
+    "eat cow": "cow", "eat plant": "plant",
+}
+_VERB_ONLY_PRIMITIVE = {
+    "do nothing": "noop", "move left": "move_left", "move right": "move_right",
+    "move up": "move_up", "move down": "move_down", "sleep": "sleep",
+}
+
+#: The caption of the action that unlocks each achievement: the novelty and oracle baselines'
+#: goals, and the yardstick for "the agent did something meaningful".
+ACHIEVEMENT_CAPTIONS: dict[str, str] = {
+    "collect_coal": "mine coal", "collect_diamond": "mine diamond", "collect_drink": "drink water",
+    "collect_iron": "mine iron", "collect_sapling": "chop grass", "collect_stone": "mine stone",
+    "collect_wood": "chop tree", "defeat_skeleton": "attack skeleton",
+    "defeat_zombie": "attack zombie", "eat_cow": "eat cow", "eat_plant": "eat plant",
+    "make_iron_pickaxe": "make iron pickaxe", "make_iron_sword": "make iron sword",
+    "make_stone_pickaxe": "make stone pickaxe", "make_stone_sword": "make stone sword",
+    "make_wood_pickaxe": "make wood pickaxe", "make_wood_sword": "make wood sword",
+    "place_furnace": "place furnace", "place_plant": "place plant", "place_stone": "place stone",
+    "place_table": "place table", "wake_up": "sleep",
+}
+
+VIEW = (9, 7)  # Crafter's 9x9 view less the two inventory rows: 9 wide, 7 tall
+_CREATURES = (O.Player, O.Cow, O.Zombie, O.Skeleton, O.Arrow, O.Plant)
+_MATERIAL_IDS = {name: i + 1 for i, name in enumerate(C.materials)}  # 0 = outside the world
+_OBJECT_IDS = {cls: len(C.materials) + 1 + i for i, cls in enumerate(_CREATURES)}
+N_CLASSES = len(C.materials) + 1 + len(_CREATURES)  # 19
+N_EXTRA = len(ITEMS) + 4 + 1  # inventory, facing one-hot, sleeping
+SYMBOLIC_SIZE = VIEW[0] * VIEW[1] + N_EXTRA
+_FACINGS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def _name(thing: Any) -> str:
+    """A material name or a creature's class name, as captions spell it."""
+    if isinstance(thing, str):
+        return thing
+    return type(thing).__name__.lower()
+
+
+def _join(words: list[str]) -> str:
+    """English list: "a", "a and b", "a, b, and c" (ELLM's format)."""
+    if len(words) <= 2:
+        return " and ".join(words)
+    return ", ".join(words[:-1]) + ", and " + words[-1]
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What the transition caption compares against: the state before the action."""
+
+    facing_material: str | None
+    facing_object: Any
+    achievements: dict[str, int]
+    inventory: dict[str, int]
+    pos: tuple[int, int]
+
+
+class _Crafter(crafter.Env):
+    """crafter.Env that draws its image only when asked: drawing costs ~80% of a step."""
+
+    draw = True
+
+    def _obs(self):  # noqa: D401 - crafter's hook
+        return self.render() if self.draw else None
+
+
+class CrafterTextEnv(gym.Env):
+    """Crafter with ELLM's state and transition captions.
+
+    Args:
+        action_set: "standard" (Crafter's 17 primitives) or "verb_noun" (ELLM's 139).
+        observation: "symbolic" (flat uint8 vector), "pixels" (64x64 RGB) or "both" (Dict).
+        length: steps before truncation (Crafter's default is 10,000; ELLM trains with 400).
+        reward: "crafter" (health change / 10 + 1 per new achievement), "health" (the health term
+            alone, ELLM's extrinsic reward during pretraining) or "none".
+        size: the rendered image size.
+
+    ``info`` after every reset and step holds ``caption`` (state caption), ``transition_caption``
+    ("" after a reset or a no-op), ``action_success``, ``action_name``, ``achievements`` (bool mask:
+    unlocked this episode), ``feasible`` (bool mask: achievements one action away right now),
+    ``health_reward`` and ``unlocked`` (the names unlocked by this step).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        action_set: str = "standard",
+        observation: str = "symbolic",
+        length: int = 10_000,
+        reward: str = "crafter",
+        size: int = 64,
+        render_mode: str | None = "rgb_array",
+    ) -> None:
+        if action_set not in ACTION_SETS:
+            raise ValueError(f"action_set must be one of {sorted(ACTION_SETS)}, got {action_set!r}")
+        if observation not in ("symbolic", "pixels", "both"):
+            raise ValueError(f"observation must be 'symbolic', 'pixels' or 'both', got {observation!r}")
+        if reward not in ("crafter", "health", "none"):
+            raise ValueError(f"reward must be 'crafter', 'health' or 'none', got {reward!r}")
+        if length < 1:
+            raise ValueError(f"length must be a positive number of steps, got {length}")
+        self.action_set = action_set
+        self.action_names: tuple[str, ...] = ACTION_SETS[action_set]
+        self.observation = observation
+        self.length = length
+        self.reward_mode = reward
+        self.render_mode = render_mode
+        self._game = _Crafter(size=(size, size), length=length, seed=0)
+        self._game.draw = observation != "symbolic"
+        self.action_space = spaces.Discrete(len(self.action_names))
+        symbolic = spaces.Box(0, 255, (SYMBOLIC_SIZE,), np.uint8)
+        pixels = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.observation_space = {
+            "symbolic": symbolic,
+            "pixels": pixels,
+            "both": spaces.Dict({"symbolic": symbolic, "pixels": pixels}),
+        }[observation]
+        self._unlocked: set[str] = set()
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            # crafter seeds episode k's world with hash((seed, k)): restart that sequence.
+            self._game._seed = int(seed)
+            self._game._episode = 0
+        image = self._game.reset()
+        self._unlocked = set()
+        info = self._info(transition="", success=False, action_name="", health_reward=0.0, unlocked=())
+        return self._observe(image), info
+
+    def step(self, action):
+        action = int(action)
+        if not 0 <= action < len(self.action_names):
+            raise ValueError(f"action must be in [0, {len(self.action_names)}), got {action}")
+        name = self.action_names[action]
+        primitive = self._primitive(name)
+        before = self._snapshot()
+        image, crafter_reward, done, crafter_info = self._game.step(C.actions.index(primitive))
+        transition = self.transition_caption(primitive, before)
+        health_reward = crafter_reward - (1.0 if len(self._game._unlocked) > len(self._unlocked) else 0.0)
+        unlocked = tuple(sorted(self._game._unlocked - self._unlocked))
+        self._unlocked = set(self._game._unlocked)
+        reward = {"crafter": crafter_reward, "health": health_reward, "none": 0.0}[self.reward_mode]
+        terminated = self._game._player.health <= 0
+        truncated = bool(done) and not terminated
+        info = self._info(
+            transition=transition,
+            success=transition != "",
+            action_name=name,
+            health_reward=float(health_reward),
+            unlocked=unlocked,
+        )
+        return self._observe(image), float(reward), bool(terminated), truncated, info
+
+    def render(self):
+        return self._game.render()
+
+    # ------------------------------------------------------------------ captions
+    @property
+    def player(self) -> O.Player:
+        return self._game._player
+
+    @property
+    def world(self):
+        return self._game._world
+
+    def facing(self) -> tuple[str | None, Any]:
+        """The material and the object (or None) in the cell the player faces."""
+        target = (self.player.pos[0] + self.player.facing[0], self.player.pos[1] + self.player.facing[1])
+        return self.world[target]
+
+    def local_cells(self) -> tuple[np.ndarray, list[Any]]:
+        """The 9x7 local view: material ids (0 outside the world) and the creatures in it."""
+        (px, py), (w, h) = self.player.pos, VIEW
+        ids = np.zeros((w, h), np.uint8)
+        x0, y0 = px - w // 2, py - h // 2
+        ax, ay = self.world.area
+        xs, ys = slice(max(x0, 0), min(x0 + w, ax)), slice(max(y0, 0), min(y0 + h, ay))
+        ids[xs.start - x0: xs.stop - x0, ys.start - y0: ys.stop - y0] = self.world._mat_map[xs, ys]
+        creatures = [
+            obj for obj in self.world.objects
+            if x0 <= obj.pos[0] < x0 + w and y0 <= obj.pos[1] < y0 + h
+        ]
+        return ids, creatures
+
+    def state_caption(self) -> str:
+        """ELLM's caption of the current state (see the module docstring)."""
+        ids, creatures = self.local_cells()
+        seen = {C.materials[i - 1] for i in np.unique(ids) if i > 0}
+        seen |= {_name(c) for c in creatures if not isinstance(c, O.Player)}
+        material, obj = self.facing()
+        parts = []
+        if seen:
+            parts.append(f"You see {_join(sorted(seen))}.")
+        target = obj if obj is not None else material
+        if target is not None:
+            parts.append(f"You are targeting {_name(target)}.")
+        inventory = self.player.inventory
+        held = [k.replace("_", " ") for k in ITEMS if k not in STATUS_WORDS and inventory[k] > 0]
+        if held:
+            parts.append(f"You have in your inventory {_join(held)}.")
+        needs = [STATUS_WORDS[k] for k in STATUS_WORDS if inventory[k] < STATUS_MAX]
+        if needs:
+            parts.append(f"You feel {', '.join(needs)}.")
+        return " ".join(parts)
+
+    def transition_caption(self, primitive: str, before: _Before) -> str:
+        """The verb-noun name of what ``primitive`` did, judged from the state before and after."""
+        player = self.player
+        gained = {k for k, v in player.achievements.items() if v > before.achievements[k]}
+        if primitive.startswith("move_"):
+            moved = tuple(player.pos) != before.pos
+            return primitive.replace("_", " ") if moved else ""
+        if primitive == "sleep":
+            return "sleep" if player.sleeping else ""
+        if primitive.startswith(("place_", "make_")):
+            if f"{primitive}" in gained:
+                return primitive.replace("_", " ", 1).replace("_", " ")
+            return ""
+        if primitive != "do":
+            return ""
+        obj = before.facing_object
+        if obj is not None:
+            kind = _name(obj)
+            if kind == "cow":
+                return "eat cow" if "eat_cow" in gained else "attack cow"
+            if kind in ("zombie", "skeleton"):
+                return f"attack {kind}"
+            if kind == "plant":
+                return "eat plant" if "eat_plant" in gained else ""
+            return ""
+        material = before.facing_material
+        if material == "water":
+            return "drink water"  # drinking always works; a full thirst meter just stays full
+        if material == "tree" and player.inventory["wood"] > before.inventory["wood"]:
+            return "chop tree"
+        if material == "grass" and "collect_sapling" in gained:
+            return "chop grass"
+        if material in ("stone", "coal", "iron", "diamond") and f"collect_{material}" in gained:
+            return f"mine {material}"
+        return ""
+
+    def feasible(self) -> np.ndarray:
+        """Mask over ``ACHIEVEMENTS``: those one action could unlock now (the oracle's goals)."""
+        player, inventory = self.player, self.player.inventory
+        material, obj = self.facing()
+        mask = np.zeros(len(ACHIEVEMENTS), bool)
+
+        def can(name: str) -> None:
+            mask[ACHIEVEMENTS.index(name)] = True
+
+        if obj is not None:
+            kind = _name(obj)
+            if kind == "cow":
+                can("eat_cow")
+            elif kind in ("zombie", "skeleton"):
+                can(f"defeat_{kind}")
+            elif kind == "plant" and obj.ripe:
+                can("eat_plant")
+        elif material is not None:
+            rule = C.collect.get(material)
+            if rule and all(inventory[k] >= v for k, v in rule["require"].items()):
+                can(f"collect_{next(iter(rule['receive']))}")
+            for name, rule in C.place.items():
+                if material in rule["where"] and all(inventory[k] >= v for k, v in rule["uses"].items()):
+                    can(f"place_{name}")
+        nearby, _ = self.world.nearby(player.pos, 1)
+        for name, rule in C.make.items():
+            if all(u in nearby for u in rule["nearby"]) and all(inventory[k] >= v for k, v in rule["uses"].items()):
+                can(f"make_{name}")
+        if inventory["energy"] < STATUS_MAX:
+            can("wake_up")
+        return mask
+
+    # ------------------------------------------------------------------ internals
+    def _primitive(self, name: str) -> str:
+        """The Crafter primitive that an action name runs this step (a no-op if it cannot apply)."""
+        if self.action_set == "standard":
+            return name
+        if name in _VERB_ONLY_PRIMITIVE:
+            return _VERB_ONLY_PRIMITIVE[name]
+        verb, noun = name.split(" ", 1)
+        if name in _FACING_VERBS:
+            material, obj = self.facing()
+            faced = _name(obj) if obj is not None else material
+            return "do" if faced == _FACING_VERBS[name] else "noop"
+        key = noun.replace(" ", "_")
+        if verb == "place" and key in C.place:
+            return f"place_{key}"
+        if verb == "make" and key in C.make:
+            return f"make_{key}"
+        return "noop"
+
+    def _snapshot(self) -> _Before:
+        material, obj = self.facing()
+        return _Before(
+            facing_material=material,
+            facing_object=obj,
+            achievements=dict(self.player.achievements),
+            inventory=dict(self.player.inventory),
+            pos=tuple(int(v) for v in self.player.pos),
+        )
+
+    def symbolic(self) -> np.ndarray:
+        """The flat uint8 observation: local semantic map, inventory, facing, sleeping."""
+        ids, creatures = self.local_cells()
+        (px, py), (w, h) = self.player.pos, VIEW
+        for obj in creatures:
+            ids[obj.pos[0] - (px - w // 2), obj.pos[1] - (py - h // 2)] = _OBJECT_IDS[type(obj)]
+        extra = np.zeros(N_EXTRA, np.uint8)
+        extra[: len(ITEMS)] = [self.player.inventory[k] for k in ITEMS]
+        extra[len(ITEMS) + _FACINGS.index(tuple(self.player.facing))] = 1
+        extra[-1] = int(self.player.sleeping)
+        return np.concatenate([ids.T.reshape(-1), extra])  # row-major (y, x)
+
+    def _observe(self, image):
+        if self.observation == "symbolic":
+            return self.symbolic()
+        if self.observation == "pixels":
+            return image
+        return {"symbolic": self.symbolic(), "pixels": image}
+
+    def _info(self, transition: str, success: bool, action_name: str, health_reward: float, unlocked) -> dict:
+        return {
+            "caption": self.state_caption(),
+            "transition_caption": transition,
+            "action_success": success,
+            "action_name": action_name,
+            "achievements": np.array([a in self._unlocked for a in ACHIEVEMENTS]),
+            "feasible": self.feasible(),
+            "health_reward": health_reward,
+            "unlocked": unlocked,
+        }
+
+
+def register_crafter_text() -> None:
+    """Register ``CrafterText-v0`` (standard actions) and ``CrafterText-VerbNoun-v0``."""
+    for env_id, action_set in (("CrafterText-v0", "standard"), ("CrafterText-VerbNoun-v0", "verb_noun")):
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=CrafterTextEnv, kwargs={"action_set": action_set})
+
+
+def make_vec(n_envs: int, asynchronous: bool = True, **kwargs: Any) -> gym.vector.VectorEnv:
+    """``n_envs`` CrafterTextEnvs, in subprocesses by default (world generation is slow).
+
+    Episodes reset in the same step that ends them (``AutoresetMode.SAME_STEP``): the returned
+    observation is the new episode's, the last one's is in ``infos["final_obs"]`` and its info in
+    ``infos["final_info"]``.
+    """
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be at least 1, got {n_envs}")
+    fns = [lambda: CrafterTextEnv(**kwargs) for _ in range(n_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if asynchronous and n_envs > 1:
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)

@@ -1,0 +1,374 @@
+"""The LM as explorer: ELLM's suggested goals and their similarity reward (Du et al. 2023).
+
+At every step the frozen LM reads the state caption and suggests goals with a few-shot bullet
+prompt; the agent earns an intrinsic reward when the caption of what its action did is close to
+one of those goals (cosine similarity of MiniLM embeddings above a threshold). Each goal pays at
+most once per episode, and only when the action succeeded. The LM never sees a reward and is
+never trained; it only says what a person would find worth doing here.
+
+Goal sources (``GoalExplorer(source=...)``), all paid by the same rule:
+
+* ``"llm"``     — the LM's suggestions (ELLM);
+* ``"novelty"`` — every achievement not yet unlocked this episode (ELLM's novelty baseline);
+* ``"oracle"``  — every achievement one action away right now (ELLM's oracle);
+* ``"none"``    — no goals, no intrinsic reward.
+
+Captions come from the environment's ``info``: ``caption`` (state), ``transition_caption`` ("" when
+the action did nothing) and, for the baselines, ``achievements`` / ``feasible`` masks over an
+achievement list whose captions ``goal_captions`` gives. ``ELLMWrapper`` and
+``ELLMVectorWrapper`` add the reward to any Gymnasium environment that provides them.
+
+LM and embedding calls go through :class:`llmrl.lm.cache.CachedLM` when given one; every call is
+counted and timed (``GoalExplorer.stats``) so a run can report its cache hit rate and the LM's
+share of wall time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from llmrl.lm.base import LanguageModel
+
+SOURCES = ("llm", "novelty", "oracle", "none")
+
+# ELLM's Crafter prompt: valid verbs, the instruction, two worked examples, then the caption.
+# The examples are ours, written in our captions' words.
+PROMPT_HEADER = (
+    "Valid actions: sleep, eat, attack, chop, drink, place, make, mine\n\n"
+    "You are a player playing a game. Suggest the best actions the player can take based on the "
+    "things you see and the items in your inventory. Only use valid actions and objects.\n\n"
+)
+FEW_SHOT = (
+    ("You see plant, tree, and skeleton. You are targeting skeleton. You feel hungry.",
+     ("Eat plant", "Chop tree", "Attack skeleton")),
+    ("You see water, grass, cow, and table. You are targeting grass. You have in your inventory "
+     "wood. You feel thirsty.",
+     ("Drink water", "Chop grass", "Attack cow", "Make wood pickaxe")),
+)
+QUESTION = " What do you do?\n"
+
+
+def goal_prompt(caption: str, header: str = PROMPT_HEADER, examples=FEW_SHOT) -> str:
+    """ELLM's bullet prompt for one state caption; the LM continues with "- goal" lines."""
+    shots = "".join(f"{obs}{QUESTION}" + "".join(f"- {g}\n" for g in goals) + "\n" for obs, goals in examples)
+    return header + shots + caption + QUESTION
+
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*(.+?)\s*$")
+_WORD = re.compile(r"[a-z]+(?: [a-z]+)*")
+
+
+def normalise_goal(text: str) -> str:
+    """Lower case, punctuation and articles dropped: "Chop the tree." -> "chop tree"."""
+    words = re.sub(r"[^a-z ]", " ", text.lower()).split()
+    return " ".join(w for w in words if w not in ("a", "an", "the", "some"))
+
+
+def parse_goals(text: str, max_goals: int = 8, max_words: int = 6) -> list[str] | None:
+    """The goals in an LM reply: one per bullet line, normalised, deduplicated, in order.
+
+    Returns ``None`` when the reply holds no usable bullet (the caller counts it as malformed).
+    A line with no bullet ends the list, as does a line longer than ``max_words`` words, since
+    small LMs drift into prose after the bullets.
+    """
+    goals: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            if goals:
+                break
+            continue
+        match = _BULLET.match(line)
+        if match is None:
+            break
+        goal = normalise_goal(match.group(1))
+        if not goal or len(goal.split()) > max_words:
+            continue
+        if goal not in goals:
+            goals.append(goal)
+        if len(goals) == max_goals:
+            break
+    return goals or None
+
+
+@dataclass
+class ExplorerConfig:
+    """How goals are suggested and paid."""
+
+    source: str = "llm"
+    """Where goals come from: "llm", "novelty", "oracle" or "none"."""
+    threshold: float = 0.99
+    """Pay only when the best cosine similarity exceeds this (ELLM's Crafter value: 0.99)."""
+    max_new_tokens: int = 32
+    """Tokens the LM may generate per suggestion."""
+    temperature: float = 0.0
+    """ELLM samples at 0.1; greedy (0) makes suggestions a function of the caption, so the cache holds."""
+    max_goals: int = 8
+    """Goals kept from one reply."""
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+
+
+@dataclass
+class ExplorerStats:
+    """Counters for a run's report."""
+
+    steps: int = 0
+    suggested_states: int = 0
+    lm_prompts: int = 0
+    lm_calls: int = 0
+    lm_new_prompts: int = 0
+    malformed: int = 0
+    goals_suggested: int = 0
+    rewards_paid: int = 0
+    lm_seconds: float = 0.0
+    embed_seconds: float = 0.0
+    paid: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "paid"}
+        out["lm_cache_hit_rate"] = 1 - self.lm_new_prompts / self.lm_prompts if self.lm_prompts else float("nan")
+        return out
+
+
+class GoalExplorer:
+    """Suggests goals for a batch of environments and pays ELLM's similarity reward.
+
+    Call :meth:`suggest` with the infos of the states the agents are about to act in, then
+    :meth:`reward` with the infos the step returned; :meth:`end_episode` forgets what was paid.
+
+    Args:
+        config: an :class:`ExplorerConfig`.
+        n_envs: environments in the batch.
+        lm: the frozen LM (needed for source "llm"); also the embedder for every source.
+        goal_captions: for "novelty" and "oracle", the caption of each entry of the
+            ``achievements`` / ``feasible`` masks (Crafter-Text: ``ACHIEVEMENT_CAPTIONS``).
+    """
+
+    def __init__(
+        self,
+        config: ExplorerConfig,
+        n_envs: int,
+        lm: LanguageModel | None = None,
+        goal_captions: Sequence[str] = (),
+    ) -> None:
+        if config.source == "llm" and lm is None:
+            raise ValueError("source 'llm' needs a language model: pass lm=load_model(...)")
+        if config.source in ("novelty", "oracle") and not goal_captions:
+            raise ValueError(f"source {config.source!r} needs goal_captions, one per achievement mask entry")
+        self.config = config
+        self.n_envs = n_envs
+        self.lm = lm
+        self.goal_captions = tuple(goal_captions)
+        self.stats = ExplorerStats()
+        self._suggestions: dict[str, tuple[str, ...]] = {}  # caption -> goals, this process
+        self._vectors: dict[str, np.ndarray] = {}  # text -> unit embedding, this process
+        self.goals: list[tuple[str, ...]] = [() for _ in range(n_envs)]
+        self.paid: list[set[str]] = [set() for _ in range(n_envs)]
+
+    # ------------------------------------------------------------------ goals
+    def suggest(self, infos: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+        """Goals for each environment's current state (kept until the next call)."""
+        source = self.config.source
+        if source == "none":
+            goals = [() for _ in infos]
+        elif source == "llm":
+            goals = self._ask_lm([info["caption"] for info in infos])
+        else:
+            key = "achievements" if source == "novelty" else "feasible"
+            goals = []
+            for info in infos:
+                mask = np.asarray(info[key], bool)
+                chosen = ~mask if source == "novelty" else mask
+                goals.append(tuple(dict.fromkeys(c for c, m in zip(self.goal_captions, chosen) if m)))
+        self.goals = goals
+        self.stats.suggested_states += len(goals)
+        self.stats.goals_suggested += sum(len(g) for g in goals)
+        return goals
+
+    def _ask_lm(self, captions: list[str]) -> list[tuple[str, ...]]:
+        self.stats.lm_prompts += len(captions)
+        self.prefetch(captions)
+        return [self._suggestions[c] for c in captions]
+
+    def unknown(self, captions: Sequence[str]) -> list[str]:
+        """The captions the LM has not been asked about in this process."""
+        return [c for c in dict.fromkeys(captions) if c not in self._suggestions]
+
+    def prefetch(self, captions: Sequence[str]) -> None:
+        """Ask the LM about every unknown caption in one batched call (suggest() then answers
+        from memory)."""
+        todo = self.unknown(captions)
+        if not todo:
+            return
+        cfg = self.config
+        start = time.perf_counter()
+        hits_before = self.lm.stats.cache_hits
+        replies = self.lm.generate(
+            [goal_prompt(c) for c in todo],
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            stop=["\n\n"],
+        )
+        self.stats.lm_seconds += time.perf_counter() - start
+        self.stats.lm_calls += 1
+        # What the persistent cache answered is not new work.
+        self.stats.lm_new_prompts += len(todo) - (self.lm.stats.cache_hits - hits_before)
+        for caption, reply in zip(todo, replies):
+            goals = parse_goals(reply.texts[0], cfg.max_goals)
+            if goals is None:
+                self.stats.malformed += 1
+            self._suggestions[caption] = tuple(goals or ())
+
+    @property
+    def suggestions(self) -> dict[str, tuple[str, ...]]:
+        """Every caption asked about in this process and the goals the LM gave for it."""
+        return dict(self._suggestions)
+
+    # ------------------------------------------------------------------ reward
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit MiniLM embeddings, memoised in this process (and in the LM cache, if cached)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if todo:
+            start = time.perf_counter()
+            if self.lm is not None:
+                vectors = self.lm.embed(todo)
+            else:
+                from llmrl.lm.embed import default_embedder
+
+                vectors = default_embedder().embed(todo)
+            self.stats.embed_seconds += time.perf_counter() - start
+            self._vectors.update(zip(todo, vectors))
+        if not texts:
+            return np.zeros((0, 384), np.float32)
+        return np.stack([self._vectors[t] for t in texts])
+
+    def reward(self, infos: Sequence[dict[str, Any]]) -> np.ndarray:
+        """ELLM's intrinsic reward for the step just taken, against the goals of :meth:`suggest`."""
+        rewards = np.zeros(len(infos), np.float32)
+        self.stats.steps += len(infos)
+        for i, info in enumerate(infos):
+            caption = info.get("transition_caption", "")
+            if not caption or not info.get("action_success", True):
+                continue
+            open_goals = [g for g in self.goals[i] if g not in self.paid[i]]
+            if not open_goals:
+                continue
+            sims = self.embed(open_goals) @ self.embed([caption])[0]
+            best = int(np.argmax(sims))
+            if sims[best] > self.config.threshold:
+                rewards[i] = float(sims[best])
+                goal = open_goals[best]
+                self.paid[i].add(goal)
+                self.stats.rewards_paid += 1
+                self.stats.paid[goal] = self.stats.paid.get(goal, 0) + 1
+        return rewards
+
+    def end_episode(self, index: int) -> None:
+        """Environment ``index`` starts a new episode: its goals may pay again."""
+        self.paid[index] = set()
+
+    def goal_vectors(self, goals: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+        """The mean embedding of each environment's goals (zeros without goals): what a
+        goal-conditioned agent reads."""
+        goals = self.goals if goals is None else goals
+        out = np.zeros((len(goals), 384), np.float32)
+        for i, gs in enumerate(goals):
+            if gs:
+                out[i] = self.embed(list(gs)).mean(axis=0)
+        return out
+
+
+def _unstack(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """A vector env's dict of arrays -> one dict per environment (for the keys explorers read)."""
+    keys = ("caption", "transition_caption", "action_success", "achievements", "feasible")
+    return [{k: infos[k][i] for k in keys if k in infos} for i in range(n)]
+
+
+class ELLMWrapper(gym.Wrapper):
+    """Adds ELLM's intrinsic reward to one captioned environment.
+
+    reward = ``extrinsic_weight`` * env reward + ``intrinsic_weight`` * similarity reward;
+    ``info["goals"]`` holds the goals suggested for the state just left and ``info["intrinsic"]``
+    what they paid.
+    """
+
+    def __init__(self, env: gym.Env, explorer: GoalExplorer, extrinsic_weight: float = 1.0,
+                 intrinsic_weight: float = 1.0) -> None:
+        super().__init__(env)
+        if explorer.n_envs != 1:
+            raise ValueError("ELLMWrapper wraps one environment: build the GoalExplorer with n_envs=1")
+        self.explorer = explorer
+        self.weights = (extrinsic_weight, intrinsic_weight)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.explorer.end_episode(0)
+        info["goals"] = self.explorer.suggest([info])[0]
+        return obs, info
+
+    def step(self, action):
+        goals = self.explorer.goals[0]
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        intrinsic = float(self.explorer.reward([info])[0])
+        info["goals"], info["intrinsic"] = goals, intrinsic
+        if terminated or truncated:
+            self.explorer.end_episode(0)
+        else:
+            self.explorer.suggest([info])
+        return obs, self.weights[0] * float(reward) + self.weights[1] * intrinsic, terminated, truncated, info
+
+
+class ELLMVectorWrapper(gym.vector.VectorWrapper):
+    """ELLM's intrinsic reward on a vector env that resets in the same step
+    (``AutoresetMode.SAME_STEP``), with one batched LM call per step for all environments.
+
+    ``infos["intrinsic"]`` holds the intrinsic rewards; ``infos["goals"]`` the goals each
+    environment's agent now acts under (an object array of tuples).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, explorer: GoalExplorer, extrinsic_weight: float = 1.0,
+                 intrinsic_weight: float = 1.0) -> None:
+        super().__init__(env)
+        if explorer.n_envs != env.num_envs:
+            raise ValueError(f"the GoalExplorer serves {explorer.n_envs} envs, the vector env has {env.num_envs}")
+        self.explorer = explorer
+        self.weights = (extrinsic_weight, intrinsic_weight)
+
+    def reset(self, **kwargs):
+        obs, infos = self.env.reset(**kwargs)
+        for i in range(self.num_envs):
+            self.explorer.end_episode(i)
+        infos["goals"] = _as_objects(self.explorer.suggest(_unstack(infos, self.num_envs)))
+        return obs, infos
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        done = np.logical_or(terminated, truncated)
+        # A finished episode's last transition is in final_info; infos already holds the new episode.
+        step_infos = _unstack(infos, self.num_envs)
+        if done.any():
+            final = _unstack(infos["final_info"], self.num_envs)
+            step_infos = [final[i] if done[i] else step_infos[i] for i in range(self.num_envs)]
+        intrinsic = self.explorer.reward(step_infos)
+        for i in np.flatnonzero(done):
+            self.explorer.end_episode(int(i))
+        infos["intrinsic"] = intrinsic
+        infos["goals"] = _as_objects(self.explorer.suggest(_unstack(infos, self.num_envs)))
+        return obs, self.weights[0] * rewards + self.weights[1] * intrinsic, terminated, truncated, infos
+
+
+def _as_objects(goals: list[tuple[str, ...]]) -> np.ndarray:
+    out = np.empty(len(goals), object)
+    out[:] = goals
+    return out
