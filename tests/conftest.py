@@ -11,3 +11,35 @@ def gemma_fp32():
     from llmrl.lm import load_model
 
     return load_model("gemma-3-270m", dtype="fp32")
+
+
+class CrafterScene:
+    """Builds Crafter states by hand: a cleared local view, a chosen cell in front of the player."""
+
+    @staticmethod
+    def clear(env, material="grass"):
+        """Every cell of the 9x7 view becomes ``material``, every creature but the player leaves,
+        needs are full, the inventory is empty and the player faces down."""
+        from crafter import objects
+
+        from llmrl.envs import crafter_text as ct
+
+        (px, py), (w, h) = env.player.pos, ct.VIEW
+        for x in range(px - w // 2, px + w // 2 + 1):
+            for y in range(py - h // 2, py + h // 2 + 1):
+                env.world[(x, y)] = material
+        for obj in list(env.world.objects):
+            if not isinstance(obj, objects.Player):
+                env.world.remove(obj)
+        for k in ct.ITEMS:
+            env.player.inventory[k] = 9 if k in ct.STATUS_WORDS else 0
+        env.player.facing = (0, 1)
+
+    @staticmethod
+    def facing(env):
+        return (env.player.pos[0] + env.player.facing[0], env.player.pos[1] + env.player.facing[1])
+
+
+@pytest.fixture(scope="session")
+def scene():
+    return CrafterScene()

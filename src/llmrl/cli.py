@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated `llmrl eval` results (folders or results.json) drawn as horizontal lines")
     pl.add_argument("--out", default="runs/report", help="folder for plot.png, losses.png and report.html")
     pl.add_argument("--title", default=None)
+    pl.add_argument("--metric", default="success_rate",
+                    help="progress.csv column to plot: success_rate (GLAM), achievements or crafter_score (ELLM), ...")
     pl.add_argument("--window", type=float, default=100, help="episodes in the rolling success window")
     return parser
 
@@ -347,7 +349,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from llmrl.report import RunFormatError, plot_command
 
     try:
-        html = plot_command(args.runs, args.out, args.references, args.title, window_episodes=args.window)
+        html = plot_command(args.runs, args.out, args.references, args.title, window_episodes=args.window,
+                            metric=args.metric)
     except (RunFormatError, FileNotFoundError) as e:
         raise SystemExit(f"llmrl: {e}") from None
     print(f"wrote {html} and its PNGs")

@@ -197,3 +197,36 @@ def test_cache_identity_separates_servers_and_models():
     b = OpenAILM("http://127.0.0.1:2/v1", "m")
     assert a.cache_identity != b.cache_identity
     assert CachedLM(a).model_key != CachedLM(b).model_key
+
+
+class EmbeddingLM(CountingLM):
+    """Embeds with its own deterministic vectors and records what reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedded: list[str] = []
+
+    def embed(self, texts):
+        self.embedded += list(texts)
+        vecs = np.array([[zlib.crc32(t.encode()) % 97, len(t), 1.0] for t in texts], dtype=np.float32).reshape(-1, 3)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_embeddings_are_cached_per_text_and_equal_fresh_ones(tmp_path):
+    inner = EmbeddingLM()
+    lm = CachedLM(inner, tmp_path / "c.sqlite")
+    first = lm.embed(["chop tree", "drink water"])
+    again = CachedLM(EmbeddingLM(), tmp_path / "c.sqlite").embed(["drink water", "chop tree", "eat cow"])
+    np.testing.assert_allclose(again[:2], first[::-1], rtol=1e-6)
+    np.testing.assert_allclose(again[2], inner.embed(["eat cow"])[0], rtol=1e-6)
+    assert inner.embedded == ["chop tree", "drink water", "eat cow"]  # the last call is the check above
+    assert lm.embed([]).shape[0] == 0
+
+
+def test_embedding_cache_is_keyed_on_the_embedder(tmp_path):
+    a = CachedLM(EmbeddingLM(), tmp_path / "c.sqlite", embed_key="embedder-a")
+    b_inner = EmbeddingLM()
+    b = CachedLM(b_inner, tmp_path / "c.sqlite", embed_key="embedder-b")
+    a.embed(["chop tree"])
+    b.embed(["chop tree"])
+    assert b_inner.embedded == ["chop tree"]  # another embedder's vector is not reused

@@ -31,10 +31,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
 import crafter
 import gymnasium as gym
 import numpy as np
 from crafter import constants as C
+from crafter import engine, worldgen
 from crafter import objects as O
 from gymnasium import spaces
 
@@ -117,12 +122,66 @@ class _Before:
 
 
 class _Crafter(crafter.Env):
-    """crafter.Env that draws its image only when asked: drawing costs ~80% of a step."""
+    """crafter.Env that draws its image only when asked (drawing costs ~80% of a step) and builds
+    the next episode's world in a background thread while this episode runs.
+
+    Generating a world takes about a second of Python, and a vector env waits for its slowest
+    member, so a reset in one of eight worlds used to stall all eight. The world of episode k+1
+    depends only on (seed, k+1), so building it early gives the same world crafter.Env.reset
+    would (tests/envs/test_crafter_text.py checks this step by step). The worker's main thread
+    idles in a pipe read between steps, which is when the builder runs.
+    """
 
     draw = True
+    prefetch = True
 
     def _obs(self):  # noqa: D401 - crafter's hook
         return self.render() if self.draw else None
+
+    def _build(self, seed: int):
+        """What crafter.Env.reset does to make a world, on a new World object."""
+        world = engine.World(self._area, C.materials, (12, 12))
+        world.reset(seed=seed)
+        player = O.Player(world, (world.area[0] // 2, world.area[1] // 2))
+        world.add(player)
+        worldgen.generate_world(world, player)
+        return world, player
+
+    def reset(self):
+        self._episode += 1
+        self._step = 0
+        key = (self._seed, self._episode)
+        seed = hash(key) % (2**31 - 1)
+        ahead = getattr(self, "_ahead", None)
+        if ahead is not None and ahead[0] == key:
+            world, player = ahead[1].result()
+        else:
+            world, player = self._build(seed)
+        self._use(world, player)
+        self._update_time()
+        self._last_health = player.health
+        self._unlocked = set()
+        if self.prefetch:
+            nxt = (self._seed, self._episode + 1)
+            self._ahead = (nxt, _BUILDER.submit(self._build, hash(nxt) % (2**31 - 1)))
+        return self._obs()
+
+    def _use(self, world, player) -> None:
+        """Swap in a world: crafter's views hold the world they draw, so they are rebuilt."""
+        self._world, self._player = world, player
+        item_rows = int(np.ceil(len(C.items) / self._view[0]))
+        self._local_view = engine.LocalView(world, self._textures, [self._view[0], self._view[1] - item_rows])
+        self._sem_view = engine.SemanticView(world, list(_CREATURES))
+
+
+def _new_builder() -> None:
+    global _BUILDER
+    _BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crafter-world")
+
+
+_new_builder()
+# A forked child (a vector env's worker) inherits the executor but not its thread: give it its own.
+os.register_at_fork(after_in_child=_new_builder)
 
 
 class CrafterTextEnv(gym.Env):
@@ -169,6 +228,9 @@ class CrafterTextEnv(gym.Env):
         self.render_mode = render_mode
         self._game = _Crafter(size=(size, size), length=length, seed=0)
         self._game.draw = observation != "symbolic"
+        # The next world is built in a thread while this process waits for the agent; a short
+        # switch interval lets a step interrupt the builder within half a millisecond.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self.action_space = spaces.Discrete(len(self.action_names))
         symbolic = spaces.Box(0, 255, (SYMBOLIC_SIZE,), np.uint8)
         pixels = spaces.Box(0, 255, (size, size, 3), np.uint8)

@@ -326,7 +326,7 @@ class HFLM(LanguageModel):
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            kwargs.update(stopping_criteria=[_StopStrings(self.tokenizer, T, stop)])
         rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
         with rng, torch.inference_mode():
             if seed is not None:
@@ -338,3 +338,18 @@ class HFLM(LanguageModel):
             gens.append(Generation(p, tuple(truncate_at_stop(t, stop) for t in texts[i * n : (i + 1) * n])))
         return gens
 
+
+class _StopStrings:
+    """Stops each row once its generated text holds a stop string.
+
+    transformers' own ``stop_strings`` precomputes tables over the whole vocabulary on every
+    ``generate`` call (about 2.4 s for gemma-3's 262k tokens on a CPU, more than generating 16
+    short replies); decoding the few new tokens of each row per step costs far less.
+    """
+
+    def __init__(self, tokenizer, prompt_length: int, stop: Sequence[str]) -> None:
+        self.tokenizer, self.start, self.stop = tokenizer, prompt_length, tuple(stop)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)

@@ -120,6 +120,11 @@ class ELLMConfig:
     """torch threads while the LM generates (0: as ``threads``); the env workers idle meanwhile."""
 
     def __post_init__(self) -> None:
+        try:  # the CLI hands tuples over as strings
+            self.seeds = tuple(int(s) for s in self.seeds)
+        except ValueError:
+            raise ValueError(f"seeds must be whole numbers, got {self.seeds}") from None
+        self.methods = tuple(self.methods)
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods}")

@@ -36,7 +36,7 @@ from llmrl.stats import t975
 REQUIRED_COLUMNS = ("env_steps", "success_rate")
 # Per-episode metrics are averaged over episodes (rows weighted by episodes finished in them);
 # per-update metrics (losses) over updates.
-EPISODE_METRICS = ("success_rate", "mean_return", "mean_length")
+EPISODE_METRICS = ("success_rate", "mean_return", "mean_length", "achievements", "intrinsic_return")
 LOSS_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl")
 BAND_NONE, BAND_MINMAX, BAND_T = "", "min–max over seeds", "95% t-interval of the mean"
 
@@ -424,10 +424,10 @@ def _eval_rows(runs: Sequence[Run]) -> list[list[str]]:
     return rows
 
 
-def _training_rows(runs: Sequence[Run], window: float) -> list[list[str]]:
+def _training_rows(runs: Sequence[Run], window: float, metric: str = "success_rate") -> list[list[str]]:
     rows = []
     for (env_id, label), group in group_runs(runs).items():
-        finals = [(r, metric_curve(r, "success_rate", window)) for r in group]
+        finals = [(r, metric_curve(r, metric, window)) for r in group]
         values = [float(y[-1]) for _, (_, y) in finals if len(y)]
         mean, interval, band = _across_seeds(values) if values else (math.nan, "", "")
         steps = [int(r.progress["env_steps"][-1]) for r in group if len(r.progress["env_steps"])]
@@ -466,15 +466,24 @@ th{background:#f3f3f3}img{max-width:100%}pre{background:#f7f7f7;padding:.6em;ove
 
 
 def write_report(runs: Sequence[Run], out_dir: str | Path, references: Sequence[dict[str, Any] | str | Path] = (),
-                 title: str | None = None, window_episodes: float = 100, window_updates: float = 10) -> Path:
-    """Write ``plot.png``, ``losses.png`` and a self-contained ``report.html`` into ``out_dir``."""
+                 title: str | None = None, window_episodes: float = 100, window_updates: float = 10,
+                 metric: str = "success_rate") -> Path:
+    """Write ``plot.png``, ``losses.png`` and a self-contained ``report.html`` into ``out_dir``.
+
+    ``metric`` is the progress.csv column to plot and tabulate: success_rate (GLAM), or
+    achievements / crafter_score (ELLM's runs), or any other column."""
     if not runs:
         raise RunFormatError("no runs to report: pass at least one run folder (with config.json and progress.csv)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     refs = _as_summaries(references)
     title = title or "Training report: " + ", ".join(sorted({r.label for r in runs}))
-    plot_png = plot_runs(runs, out / "plot.png", "success_rate", refs, window_episodes)
+    missing = [str(r.path) for r in runs if metric not in r.progress]
+    if missing:
+        raise RunFormatError(f"no column {metric!r} in the progress.csv of {', '.join(missing)}: "
+                             "choose a --metric those runs log")
+    plot_png = plot_runs(runs, out / "plot.png", metric, refs, window_episodes)
+    what = metric.replace("_", " ")
     losses_png = plot_losses(runs, out / "losses.png", window_updates)
     esc = html.escape
     n_win = f"{window_episodes:g}"
@@ -482,8 +491,8 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, references: Sequence[
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>",
              f"<p class='caption'>{len(runs)} runs, generated {esc(time.strftime('%Y-%m-%d %H:%M'))}.</p>",
-             "<h2>Training success</h2>", _png_tag(plot_png, "training success rate"),
-             f"<p class='caption'>Success rate over the last ≥{esc(n_win)} training episodes (whole updates), "
+             f"<h2>Training: {esc(what)}</h2>", _png_tag(plot_png, f"training {what}"),
+             f"<p class='caption'>{esc(what.capitalize())} over the last ≥{esc(n_win)} training episodes (whole updates), "
              "mean over seeds on a common env-step grid that every seed reaches. Shaded: "
              f"{esc(BAND_MINMAX)} with 2 seeds, {esc(BAND_T)} with 3 or more; none with 1. "
              "Horizontal lines: evaluation references with their Wilson 95% interval.</p>",
@@ -495,9 +504,9 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, references: Sequence[
     if refs:
         parts += ["<h2>References</h2>",
                   _table(["agent", "env", "episodes", "success rate", "Wilson 95%", "source"], _reference_rows(refs))]
-    parts += [f"<h2>Training success, last {esc(n_win)} episodes</h2>",
-              _table(["series", "env", "seeds", "env steps (shortest seed)", "success rate (mean over seeds)",
-                      "interval", "interval kind", "per seed"], _training_rows(runs, window_episodes)),
+    parts += [f"<h2>Training: {esc(what)}, last {esc(n_win)} episodes</h2>",
+              _table(["series", "env", "seeds", "env steps (shortest seed)", f"{what} (mean over seeds)",
+                      "interval", "interval kind", "per seed"], _training_rows(runs, window_episodes, metric)),
               "<h2>Losses</h2>", _png_tag(losses_png, "training losses"),
               f"<p class='caption'>Mean over seeds, each smoothed over {esc(f'{window_updates:g}')} updates.</p>",
               "<h2>Runs</h2>"]
@@ -517,10 +526,10 @@ def write_report(runs: Sequence[Run], out_dir: str | Path, references: Sequence[
 
 
 def plot_command(run_paths: Sequence[str], out: str, references: Sequence[str] = (), title: str | None = None,
-                 window_episodes: float = 100) -> Path:
+                 window_episodes: float = 100, metric: str = "success_rate") -> Path:
     """What ``llmrl plot RUN... --out DIR [--reference results.json]`` does; returns report.html."""
     if not run_paths:
         raise RunFormatError("no run folders given: pass one or more folders with config.json and progress.csv")
     runs = find_runs(run_paths)
     refs = _as_summaries(references)
-    return write_report(runs, out, refs, title, window_episodes=window_episodes)
+    return write_report(runs, out, refs, title, window_episodes=window_episodes, metric=metric)

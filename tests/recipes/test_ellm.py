@@ -1,0 +1,112 @@
+"""The ELLM comparison end to end at a tiny scale, through the CLI, with the real game, LM and embedder."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from llmrl.cli import main
+from llmrl.envs import crafter_text as ct
+from llmrl.recipes import ellm
+
+TINY = dict(total_steps=320, n_envs=2, episode_length=40, learning_starts=64, batch_size=16, log_every=80,
+            checkpoint_every=160, target_update=100, eps_decay=200, lm_batch=4, max_lag=8, threads=1, lm_threads=1,
+            model="smollm2-135m-instruct")
+
+
+def flags(**fields):
+    out = []
+    for name, value in fields.items():
+        out += ["--" + name.replace("_", "-"), ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return out
+
+
+def test_crafter_score_is_the_geometric_mean_of_success_rates_in_percent():
+    assert ellm.crafter_score(np.ones(22)) == pytest.approx(100.0)
+    assert ellm.crafter_score(np.zeros(22)) == 0.0
+    assert ellm.crafter_score(np.array([0.5, 0.0])) == pytest.approx(math.sqrt(51) - 1)
+
+
+def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, capsys):
+    out = tmp_path / "ellm"
+    assert main(["train", "ellm", "--preset", "cpu", "--out", str(out), "--quiet",
+                 *flags(methods=("ellm", "none", "oracle", "rnd"), seeds=(1,), **TINY)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["methods"]) == ["ellm", "none", "rnd", "oracle"]
+    for method, entry in summary["methods"].items():
+        run = out / f"{method}-s1"
+        rows = (run / "progress.csv").read_text().splitlines()
+        assert [int(r.split(",")[0]) for r in rows[1:]] == [80, 160, 240, 320]
+        episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+        assert len(episodes) == 8 and all(e["length"] == 40 for e in episodes if not e["died"])
+        assert 0 <= entry["crafter_score"]["mean"] <= 100
+        assert set(entry["success"]) == set(ct.ACHIEVEMENTS)
+    lm_report = json.loads((out / "ellm-s1" / "explorer.json").read_text())
+    assert lm_report["lm_new_prompts"] > 0 and lm_report["suggestions"]
+    assert 0 < lm_report["lm_share_of_wall"] < 1
+    oracle = [json.loads(line) for line in (out / "oracle-s1" / "episodes.jsonl").read_text().splitlines()]
+    none = [json.loads(line) for line in (out / "none-s1" / "episodes.jsonl").read_text().splitlines()]
+    assert all(e["intrinsic"] == 0 for e in none)
+    assert any(e["intrinsic"] > 0 for e in oracle)  # random early actions unlock feasible goals
+    assert "| ellm | 1 |" in capsys.readouterr().out
+
+    # A second call finds every run finished and only rewrites the summary.
+    before = (out / "none-s1" / "progress.csv").read_text()
+    assert main(["train", "ellm", "--out", str(out), "--quiet", *flags(methods=("none",), seeds=(1,), **TINY)]) == 0
+    assert (out / "none-s1" / "progress.csv").read_text() == before
+
+    # Other settings in the same folder are refused with the fix.
+    with pytest.raises(SystemExit, match="total_steps.*new --out"):
+        main(["train", "ellm", "--out", str(out), "--quiet", *flags(methods=("none",), seeds=(1,),
+                                                                      **{**TINY, "total_steps": 400})])
+
+
+class _KilledAt:
+    """Wraps the vector env so that it raises after ``n`` steps, as a kill would stop a run."""
+
+    def __init__(self, n):
+        self.n, self.real = n, ct.make_vec
+
+    def __call__(self, *args, **kwargs):
+        envs, budget = self.real(*args, **kwargs), self
+        step = envs.step
+
+        def dying_step(actions):
+            budget.n -= 1
+            if budget.n < 0:
+                raise KeyboardInterrupt
+            return step(actions)
+
+        envs.step = dying_step
+        return envs
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    config = ellm.config_from("cpu", **{**TINY, "methods": ("novelty",), "seeds": (2,)})
+    run = tmp_path / "novelty-s2"
+    monkeypatch.setattr(ct, "make_vec", _KilledAt(100))  # dies after 200 of 320 steps
+    with pytest.raises(KeyboardInterrupt):
+        ellm.train_run(config, "novelty", 2, run)
+    assert not (run / "done.json").exists()
+    rows_at_kill = (run / "progress.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows_at_kill[1:]] == ["80", "160"]
+    monkeypatch.undo()
+    with pytest.raises(FileExistsError, match="resume"):
+        ellm.train_run(config, "novelty", 2, run)
+    ellm.train_run(config, "novelty", 2, run, resume=True, progress=False)
+    rows = (run / "progress.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [80, 160, 240, 320]
+    state = json.loads((run / "done.json").read_text())
+    assert state["env_steps"] == 320 and state["updates"] > 0
+    episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    assert [e["env_steps"] for e in episodes] == sorted(e["env_steps"] for e in episodes)
+
+
+def test_bad_settings_name_the_problem():
+    with pytest.raises(ValueError, match="methods"):
+        ellm.config_from("cpu", methods=("ellm", "curiosity"))
+    with pytest.raises(ValueError, match="observation"):
+        ellm.config_from("cpu", observation="voxels")
+    with pytest.raises(ValueError, match="preset"):
+        ellm.config_from("laptop")
