@@ -31,7 +31,8 @@ def test_crafter_score_is_the_geometric_mean_of_success_rates_in_percent():
 def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, capsys):
     out = tmp_path / "ellm"
     assert main(["train", "ellm", "--preset", "cpu", "--out", str(out), "--quiet",
-                 *flags(methods=("ellm", "none", "oracle", "rnd"), seeds=(1,), **TINY)]) == 0
+                 *flags(methods=("ellm", "none", "oracle", "rnd"), seeds=(1,), lm_cache=tmp_path / "lm.sqlite",
+                        **TINY)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["methods"]) == ["ellm", "none", "rnd", "oracle"]
     for method, entry in summary["methods"].items():
@@ -53,13 +54,13 @@ def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, caps
 
     # A second call finds every run finished and only rewrites the summary.
     before = (out / "none-s1" / "progress.csv").read_text()
-    assert main(["train", "ellm", "--out", str(out), "--quiet", *flags(methods=("none",), seeds=(1,), **TINY)]) == 0
+    same = dict(methods=("none",), seeds=(1,), lm_cache=tmp_path / "lm.sqlite", **TINY)
+    assert main(["train", "ellm", "--out", str(out), "--quiet", *flags(**same)]) == 0
     assert (out / "none-s1" / "progress.csv").read_text() == before
 
     # Other settings in the same folder are refused with the fix.
     with pytest.raises(SystemExit, match="total_steps.*new --out"):
-        main(["train", "ellm", "--out", str(out), "--quiet", *flags(methods=("none",), seeds=(1,),
-                                                                      **{**TINY, "total_steps": 400})])
+        main(["train", "ellm", "--out", str(out), "--quiet", *flags(**{**same, "total_steps": 400})])
 
 
 class _KilledAt:

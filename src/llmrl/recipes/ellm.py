@@ -84,6 +84,8 @@ class ELLMConfig:
     """symbolic (local semantic map + inventory, an MLP) or pixels (64x64 RGB, a CNN)."""
     model: str = "gemma-3-270m"
     """The frozen LM that suggests goals (``llmrl.lm.load_model``)."""
+    lm_cache: str = ""
+    """The sqlite file of LM replies and embeddings ("": the per-user default, shared by all runs)."""
     threshold: float = 0.99
     """Cosine similarity a transition caption must exceed to pay a goal (ELLM: 0.99)."""
     intrinsic_weight: float = 1.0
@@ -263,7 +265,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
         from llmrl.lm import load_model
         from llmrl.lm.cache import CachedLM
 
-        lm = CachedLM(load_model(config.model))
+        lm = CachedLM(load_model(config.model), config.lm_cache or None)
     source = {"ellm": "llm", "rnd": "none"}.get(method, method)
     explorer = GoalExplorer(ExplorerConfig(source=source, threshold=config.threshold), config.n_envs, lm=lm,
                             goal_captions=[ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS])
