@@ -1,6 +1,7 @@
 """ELLM's costs side by side: Crafter-Text steps, and steps/s with the LM suggesting goals.
 
-1. Crafter-Text steps/s with the symbolic observation vs the 64x64 image, and the reset time.
+1. Crafter-Text steps/s with the symbolic observation vs the 64x64 image, and the reset time;
+   8 worlds in subprocesses with each reset generating its world in place vs built ahead.
 2. The LM in the loop. A random agent's trajectory of ``--steps`` steps in ``--envs`` Crafter
    worlds is recorded first; then its goals are suggested and its rewards paid
    (``GoalExplorer``) four ways, each timed, and reported as steps/s including the env time:
@@ -37,6 +38,25 @@ def env_speed(n: int) -> dict[str, float]:
         for _ in range(n):
             env.step(int(rng.integers(env.action_space.n)))
         out[f"{observation}_steps_per_s"] = n / (time.perf_counter() - start)
+    return out
+
+
+def vector_speed(steps: int, n_envs: int) -> dict[bool, float]:
+    """Steps/s of ``n_envs`` worlds in subprocesses with and without building next worlds ahead."""
+    from llmrl.envs import crafter_text as ct
+
+    out = {}
+    for ahead in (False, True):
+        ct._Crafter.prefetch = ahead  # the subprocesses fork with this setting
+        envs = ct.make_vec(n_envs, length=400)
+        envs.reset(seed=list(range(n_envs)))
+        rng = np.random.default_rng(0)
+        start = time.perf_counter()
+        for _ in range(steps // n_envs):
+            envs.step(rng.integers(17, size=n_envs))
+        out[ahead] = steps / (time.perf_counter() - start)
+        envs.close()
+    ct._Crafter.prefetch = True
     return out
 
 
@@ -105,6 +125,10 @@ def main() -> None:
     print(f"Crafter-Text: symbolic {speed['symbolic_steps_per_s']:.0f} steps/s, pixels "
           f"{speed['pixels_steps_per_s']:.0f} steps/s (x{speed['symbolic_steps_per_s'] / speed['pixels_steps_per_s']:.1f}); "
           f"reset {speed['reset_s']:.2f} s")
+
+    vec = vector_speed(4000, 8)
+    print(f"8 worlds in subprocesses, random actions: {vec[False]:.0f} steps/s resetting in place, "
+          f"{vec[True]:.0f} steps/s with next worlds built ahead (x{vec[True] / vec[False]:.2f})")
 
     trace, env_s = record(args.steps, args.envs)
     n = len(trace) * args.envs

@@ -31,10 +31,10 @@ def test_crafter_score_is_the_geometric_mean_of_success_rates_in_percent():
 def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, capsys):
     out = tmp_path / "ellm"
     assert main(["train", "ellm", "--preset", "cpu", "--out", str(out), "--quiet",
-                 *flags(methods=("ellm", "none", "oracle", "rnd"), seeds=(1,), lm_cache=tmp_path / "lm.sqlite",
+                 *flags(methods=("ellm", "none", "oracle", "rnd", "random"), seeds=(1,), lm_cache=tmp_path / "lm.sqlite",
                         **TINY)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["methods"]) == ["ellm", "none", "rnd", "oracle"]
+    assert list(summary["methods"]) == ["ellm", "none", "rnd", "oracle", "random"]
     for method, entry in summary["methods"].items():
         run = out / f"{method}-s1"
         rows = (run / "progress.csv").read_text().splitlines()
@@ -50,6 +50,7 @@ def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, caps
     none = [json.loads(line) for line in (out / "none-s1" / "episodes.jsonl").read_text().splitlines()]
     assert all(e["intrinsic"] == 0 for e in none)
     assert any(e["intrinsic"] > 0 for e in oracle)  # random early actions unlock feasible goals
+    assert json.loads((out / "random-s1" / "done.json").read_text())["updates"] == 0  # a reference, not a learner
     assert "| ellm | 1 |" in capsys.readouterr().out
 
     # A second call finds every run finished and only rewrites the summary.

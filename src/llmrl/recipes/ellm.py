@@ -9,7 +9,8 @@ one exploration *method*:
 * ``none``    — no intrinsic reward;
 * ``novelty`` — the same rule, every achievement not yet unlocked this episode as a goal;
 * ``oracle``  — the same rule, every achievement one action away as a goal;
-* ``rnd``     — Random Network Distillation's prediction error (Burda et al. 2019).
+* ``rnd``     — Random Network Distillation's prediction error (Burda et al. 2019);
+* ``random``  — a reference, not a learner: uniform random actions, no updates.
 
 Every run logs the achievements each episode unlocked, so :func:`summarise` can report the
 achievements per episode and the Crafter score (the geometric mean of per-achievement success
@@ -60,7 +61,8 @@ from llmrl.roles.explorer import ExplorerConfig, GoalExplorer
 from llmrl.runs import atomic_torch_save
 from llmrl.stats import t_interval
 
-METHODS = ("ellm", "none", "novelty", "rnd", "oracle")
+METHODS = ("ellm", "none", "novelty", "rnd", "oracle", "random")
+COMPARED = METHODS[:5]  # "random" (uniform actions, no learning) is a reference, run on request
 GOAL_DIM = 384  # MiniLM
 
 
@@ -68,8 +70,8 @@ GOAL_DIM = 384  # MiniLM
 class ELLMConfig:
     """Everything an ELLM comparison depends on; ``PRESETS`` holds the named instances."""
 
-    methods: tuple[str, ...] = METHODS
-    """Exploration methods to train: ellm, none, novelty, rnd, oracle."""
+    methods: tuple[str, ...] = COMPARED
+    """Exploration methods to train: ellm, none, novelty, rnd, oracle (and random, a reference)."""
     seeds: tuple[int, ...] = (1, 2, 3)
     """One run per (method, seed)."""
     total_steps: int = 5_000_000
@@ -266,7 +268,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
         from llmrl.lm.cache import CachedLM
 
         lm = CachedLM(load_model(config.model), config.lm_cache or None)
-    source = {"ellm": "llm", "rnd": "none"}.get(method, method)
+    source = {"ellm": "llm", "rnd": "none", "random": "none"}.get(method, method)
     explorer = GoalExplorer(ExplorerConfig(source=source, threshold=config.threshold), config.n_envs, lm=lm,
                             goal_captions=[ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS])
     lazy = method == "ellm" and not config.goal_conditioned
@@ -329,7 +331,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
             episodes_file.write(json.dumps(record) + "\n")
             episodes_total += 1
         n_grad, carry = gradient_steps(dqn_config, config.n_envs, carry)
-        if len(replay) >= dqn_config.learning_starts:
+        if len(replay) >= dqn_config.learning_starts and method != "random":
             for _ in range(n_grad):
                 batch = replay.sample(dqn_config.batch_size, rng)
                 losses.append(agent.update(batch))
@@ -357,7 +359,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
     try:
         while t < config.total_steps:
             goals = explorer.goal_vectors(explorer.suggest(state_infos)) if config.goal_conditioned else None
-            actions = agent.act(obs, rng, epsilon(dqn_config, t), goals)
+            actions = agent.act(obs, rng, 1.0 if method == "random" else epsilon(dqn_config, t), goals)
             next_obs, extrinsic, terminated, truncated, infos = envs.step(actions)
             done = terminated | truncated
             step_infos = _unstack(infos, config.n_envs)
@@ -386,7 +388,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
                 flush()
                 now = time.time()
                 row = _row(t, updates, now - start, episodes_total, eps_acc.window, losses,
-                           epsilon(dqn_config, t), (t - last_row_t) / max(now - last_row_wall, 1e-9),
+                           1.0 if method == "random" else epsilon(dqn_config, t), (t - last_row_t) / max(now - last_row_wall, 1e-9),
                            (explorer.stats.lm_seconds - lm_s0) / max(now - last_row_wall, 1e-9), explorer)
                 writer.writerow(row)
                 csv_file.flush()
