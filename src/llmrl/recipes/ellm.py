@@ -528,6 +528,9 @@ def summarise(out: str | os.PathLike[str], config: ELLMConfig | None = None, fin
                 "rewards_paid": explorer["rewards_paid"], "paid": explorer["paid"],
             })  # fmt: skip
         entry: dict[str, Any] = {"seeds": per_seed}
+        if method == "ellm":
+            entry["suggestions"] = suggestion_stats([json.loads((r / "explorer.json").read_text())["suggestions"]
+                                                     for r in runs[method]])
         for key in ("achievements", "crafter_score"):
             mean, lo, hi = t_interval([s[key] for s in per_seed])
             entry[key] = {"mean": mean, "lo": lo, "hi": hi}
@@ -538,13 +541,36 @@ def summarise(out: str | os.PathLike[str], config: ELLMConfig | None = None, fin
     return summary
 
 
+def suggestion_stats(samples: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """What the LM suggested over sampled captions: goals per state, the share that name an
+    achievement's caption exactly, the most frequent goals, and how often the goal for a thing
+    in view ("chop tree", "drink water") is suggested with and without that thing in view."""
+    pairs = [(caption, goals) for sample in samples for caption, goals in sample.items()]
+    goals = [g for _, gs in pairs for g in gs]
+    captions = set(ct.ACHIEVEMENT_CAPTIONS.values())
+    counts: dict[str, int] = {}
+    for g in goals:
+        counts[g] = counts.get(g, 0) + 1
+    contextual = {}
+    for thing, goal in (("tree", "chop tree"), ("water", "drink water"), ("cow", "attack cow")):
+        seen = [goal in gs for c, gs in pairs if thing in c.split(".")[0]]
+        unseen = [goal in gs for c, gs in pairs if thing not in c.split(".")[0]]
+        contextual[goal] = {"in_view": float(np.mean(seen)) if seen else None,
+                            "not_in_view": float(np.mean(unseen)) if unseen else None}
+    return {
+        "states": len(pairs), "goals_per_state": len(goals) / max(len(pairs), 1),
+        "achievement_caption_share": sum(g in captions for g in goals) / max(len(goals), 1),
+        "top": sorted(counts.items(), key=lambda kv: -kv[1])[:12], "contextual": contextual,
+    }
+
+
 def _unlocked_matrix(episodes: list[dict[str, Any]]) -> np.ndarray:
     return np.array([[a in e["unlocked"] for a in ct.ACHIEVEMENTS] for e in episodes], bool).reshape(-1, len(ct.ACHIEVEMENTS))
 
 
-def _fmt(entry: dict[str, float], digits: int = 2) -> str:
+def _fmt(entry: dict[str, float], n_seeds: int, digits: int = 2) -> str:
     mean, lo, hi = entry["mean"], entry["lo"], entry["hi"]
-    if lo is None or math.isnan(lo):
+    if n_seeds < 2 or lo is None or math.isnan(lo):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
@@ -562,9 +588,15 @@ def markdown(summary: dict[str, Any]) -> str:
         share = [s["lm_share_of_wall"] for s in e["seeds"] if s["lm_share_of_wall"]]
         hits = [s["lm_cache_hit_rate"] for s in e["seeds"] if s["lm_prompts"]]
         lines.append(
-            f"| {m} | {len(e['seeds'])} | {_fmt(e['achievements'])} | {_fmt(e['crafter_score'])} | "
+            f"| {m} | {len(e['seeds'])} | {_fmt(e['achievements'], len(e['seeds']))} | "
+            f"{_fmt(e['crafter_score'], len(e['seeds']))} | "
             f"{f'{np.mean(share):.0%}' if share else '—'} | {f'{np.mean(hits):.1%}' if hits else '—'} |"
         )
+    if "ellm" in methods and "suggestions" in methods["ellm"]:
+        sg = methods["ellm"]["suggestions"]
+        top = ", ".join(f"{g} ({n})" for g, n in sg["top"][:6])
+        lines += ["", f"LM suggestions over {sg['states']} sampled captions: {sg['goals_per_state']:.1f} goals per "
+                      f"state, {sg['achievement_caption_share']:.0%} of them an achievement's caption; most frequent: {top}."]
     lines += ["", "Success rate per achievement (%, mean over seeds):", "",
               "| achievement | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for a in ct.ACHIEVEMENTS:
