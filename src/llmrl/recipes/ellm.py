@@ -470,10 +470,13 @@ def run_all(config: ELLMConfig, out: str | os.PathLike[str], progress: bool = Tr
     shared = {k: v for k, v in asdict(config).items() if k not in ("methods", "seeds")}
     shared = json.loads(json.dumps(shared))
     marker = out / "settings.json"
-    if marker.exists() and json.loads(marker.read_text()) != shared:
-        old = json.loads(marker.read_text())
+    if marker.exists():
+        # A setting added after the folder was made counts as its default there.
+        defaults = json.loads(json.dumps(asdict(ELLMConfig())))
+        old = {**{k: defaults[k] for k in shared if k in defaults}, **json.loads(marker.read_text())}
         diff = sorted(k for k in set(old) | set(shared) if old.get(k) != shared.get(k))
-        raise ValueError(f"{out} holds runs made with other settings ({', '.join(diff)}): pass a new --out")
+        if diff:
+            raise ValueError(f"{out} holds runs made with other settings ({', '.join(diff)}): pass a new --out")
     marker.write_text(json.dumps(shared, indent=2))
     for seed in config.seeds:
         for method in config.methods:
