@@ -63,7 +63,7 @@ def vector_speed(steps: int, n_envs: int) -> dict[bool, float]:
 def record(steps: int, n_envs: int) -> tuple[list[list[dict]], float]:
     """A random agent's infos: per vector step, the state infos and the transition infos."""
     from llmrl.envs import crafter_text as ct
-    from llmrl.recipes.ellm import _unstack
+    from llmrl.roles.explorer import per_env_infos
 
     envs = ct.make_vec(n_envs, asynchronous=False, length=400)
     rng = np.random.default_rng(0)
@@ -71,11 +71,11 @@ def record(steps: int, n_envs: int) -> tuple[list[list[dict]], float]:
     _, infos = envs.reset(seed=list(range(n_envs)))
     trace = []
     for _ in range(steps // n_envs):
-        state = _unstack(infos, n_envs)
+        state = per_env_infos(infos, n_envs)
         _, _, term, trunc, infos = envs.step(rng.integers(17, size=n_envs))
-        step = _unstack(infos, n_envs)
+        step = per_env_infos(infos, n_envs)
         if (term | trunc).any():
-            final = _unstack(infos["final_info"], n_envs)
+            final = per_env_infos(infos["final_info"], n_envs)
             step = [final[i] if term[i] or trunc[i] else step[i] for i in range(n_envs)]
         trace.append((state, step, term | trunc))
     return trace, time.perf_counter() - start

@@ -57,7 +57,7 @@ from llmrl.rl.dqn import (
     target_sync_due,
 )
 from llmrl.rl.rnd import RND, RNDConfig
-from llmrl.roles.explorer import ExplorerConfig, GoalExplorer
+from llmrl.roles.explorer import ExplorerConfig, GoalExplorer, per_env_infos
 from llmrl.runs import atomic_torch_save
 from llmrl.stats import t_interval
 
@@ -301,7 +301,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
                        action_set=config.action_set, observation=config.observation)
     base = seed * 100_003 + restarts * 7_919
     obs, infos = envs.reset(seed=[base + i for i in range(config.n_envs)])
-    state_infos = _unstack(infos, config.n_envs)
+    state_infos = per_env_infos(infos, config.n_envs)
     eps_acc = _Episodes(config.n_envs)
     pending: list[dict[str, Any]] = []
     unknown: set[str] = set(explorer.unknown([s["caption"] for s in state_infos])) if lazy else set()
@@ -363,10 +363,10 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
             actions = agent.act(obs, rng, 1.0 if method == "random" else epsilon(dqn_config, t), goals)
             next_obs, extrinsic, terminated, truncated, infos = envs.step(actions)
             done = terminated | truncated
-            step_infos = _unstack(infos, config.n_envs)
+            step_infos = per_env_infos(infos, config.n_envs)
             real_next = next_obs
             if done.any():
-                final = _unstack(infos["final_info"], config.n_envs)
+                final = per_env_infos(infos["final_info"], config.n_envs)
                 step_infos = [final[i] if done[i] else step_infos[i] for i in range(config.n_envs)]
                 real_next = _stack(infos["final_obs"][i] if done[i] else next_obs[i] for i in range(config.n_envs))
             t += config.n_envs
@@ -376,7 +376,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
             if rnd is not None:
                 rec["rnd"] = rnd.intrinsic_reward(real_next)
             pending.append(rec)
-            obs, state_infos = next_obs, _unstack(infos, config.n_envs)
+            obs, state_infos = next_obs, per_env_infos(infos, config.n_envs)
             if lazy:
                 unknown.update(explorer.unknown([s["caption"] for s in state_infos]))
                 if len(unknown) >= config.lm_batch or len(pending) >= config.max_lag:
@@ -417,11 +417,6 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
     (out / "explorer.json").write_text(json.dumps(_explorer_report(explorer, time.time() - start), indent=2))
     (out / "done.json").write_text(json.dumps({"env_steps": t, "updates": updates}))
     return out
-
-
-def _unstack(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    keys = ("caption", "transition_caption", "action_success", "achievements", "feasible")
-    return [{k: infos[k][i] for k in keys} for i in range(n)]
 
 
 def _truncate_lines(path: Path, keep: int) -> None:

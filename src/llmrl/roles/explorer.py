@@ -289,7 +289,7 @@ class GoalExplorer:
         return out
 
 
-def _unstack(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
+def per_env_infos(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
     """A vector env's dict of arrays -> one dict per environment (for the keys explorers read)."""
     keys = ("caption", "transition_caption", "action_success", "achievements", "feasible")
     return [{k: infos[k][i] for k in keys if k in infos} for i in range(n)]
@@ -349,22 +349,22 @@ class ELLMVectorWrapper(gym.vector.VectorWrapper):
         obs, infos = self.env.reset(**kwargs)
         for i in range(self.num_envs):
             self.explorer.end_episode(i)
-        infos["goals"] = _as_objects(self.explorer.suggest(_unstack(infos, self.num_envs)))
+        infos["goals"] = _as_objects(self.explorer.suggest(per_env_infos(infos, self.num_envs)))
         return obs, infos
 
     def step(self, actions):
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
         done = np.logical_or(terminated, truncated)
         # A finished episode's last transition is in final_info; infos already holds the new episode.
-        step_infos = _unstack(infos, self.num_envs)
+        step_infos = per_env_infos(infos, self.num_envs)
         if done.any():
-            final = _unstack(infos["final_info"], self.num_envs)
+            final = per_env_infos(infos["final_info"], self.num_envs)
             step_infos = [final[i] if done[i] else step_infos[i] for i in range(self.num_envs)]
         intrinsic = self.explorer.reward(step_infos)
         for i in np.flatnonzero(done):
             self.explorer.end_episode(int(i))
         infos["intrinsic"] = intrinsic
-        infos["goals"] = _as_objects(self.explorer.suggest(_unstack(infos, self.num_envs)))
+        infos["goals"] = _as_objects(self.explorer.suggest(per_env_infos(infos, self.num_envs)))
         return obs, self.weights[0] * rewards + self.weights[1] * intrinsic, terminated, truncated, infos
 
 
