@@ -138,6 +138,12 @@ class _Crafter(crafter.Env):
     def _obs(self):  # noqa: D401 - crafter's hook
         return self.render() if self.draw else None
 
+    def _balance_chunk(self, chunk, objs):
+        # crafter keeps a chunk's creatures in a set, ordered by memory address, and despawns
+        # creatures[random index]: which one differs from process to process. In position order
+        # the same seed gives the same game everywhere.
+        super()._balance_chunk(chunk, sorted(objs, key=lambda o: (int(o.pos[0]), int(o.pos[1]))))
+
     def _build(self, seed: int):
         """What crafter.Env.reset does to make a world, on a new World object."""
         world = engine.World(self._area, C.materials, (12, 12))
@@ -456,13 +462,6 @@ class CrafterTextEnv(gym.Env):
             "health_reward": health_reward,
             "unlocked": unlocked,
         }
-
-
-def register_crafter_text() -> None:
-    """Register ``CrafterText-v0`` (standard actions) and ``CrafterText-VerbNoun-v0``."""
-    for env_id, action_set in (("CrafterText-v0", "standard"), ("CrafterText-VerbNoun-v0", "verb_noun")):
-        if env_id not in gym.registry:
-            gym.register(env_id, entry_point=CrafterTextEnv, kwargs={"action_set": action_set})
 
 
 def make_vec(n_envs: int, asynchronous: bool = True, **kwargs: Any) -> gym.vector.VectorEnv:
