@@ -11,8 +11,11 @@ import pytest
 import llmrl.envs  # noqa: F401
 from llmrl.agents import BotAgent, RandomAgent
 from llmrl.evaluation import evaluate, markdown_table, write_results
-from llmrl.roles import BABYAI_ACTIONS, LLMPolicyAgent, glam_prompt
+from llmrl.envs.babyai_text import ACTIONS as BABYAI_ACTIONS
+from llmrl.roles import LLMPolicyAgent, glam_prompt
 from llmrl.stats import mean_interval, wilson_interval
+
+from fakes import FixedLM
 
 GOTO = "BabyAI-Text-GoToLocal-v0"
 
@@ -58,27 +61,9 @@ def test_random_agent_is_seeded_and_much_worse_than_the_bot():
     assert all(0 < e.episode_return <= 1 for e in a.episodes if e.success)
 
 
-class _FixedLM:
-    """Scores that always prefer one action: enough to test the agent's bookkeeping."""
-
-    def __init__(self, best: str) -> None:
-        from llmrl.lm.base import CallStats
-
-        self.best, self.stats, self.prompts = best, CallStats(), []
-
-    def score(self, contexts, candidates):
-        from llmrl.lm.base import CandidateScores
-
-        self.stats.score_calls += 1
-        self.stats.scored_contexts += len(contexts)
-        self.prompts.extend(contexts)
-        lp = np.array([0.0 if c == self.best else -5.0 for c in candidates])
-        return [CandidateScores(tuple(candidates), lp, lp, np.ones(len(candidates), int)) for _ in contexts]
-
-
 def test_llm_agent_keeps_three_observations_and_two_actions():
-    lm = _FixedLM("go forward")
-    agent = LLMPolicyAgent(lm, greedy=True)  # type: ignore[arg-type]
+    lm = FixedLM("go forward")
+    agent = LLMPolicyAgent(lm, BABYAI_ACTIONS, greedy=True)  # type: ignore[arg-type]
     res = evaluate(agent, lambda: gym.make(GOTO), 2, n_envs=2, seed=0)
     assert all(e.length >= 1 for e in res.episodes)
     last = lm.prompts[-1]
@@ -88,8 +73,8 @@ def test_llm_agent_keeps_three_observations_and_two_actions():
 
 
 def test_sampled_llm_agent_follows_the_softmax():
-    lm = _FixedLM("pick up")
-    agent = LLMPolicyAgent(lm, greedy=False, seed=0)  # type: ignore[arg-type]
+    lm = FixedLM("pick up")
+    agent = LLMPolicyAgent(lm, BABYAI_ACTIONS, greedy=False, seed=0)  # type: ignore[arg-type]
     env = gym.make(GOTO)
     obs, info = env.reset(seed=0)
     picks = []
@@ -131,7 +116,7 @@ def test_results_round_trip_through_json(tmp_path):
 
 def test_sampled_llm_episodes_do_not_depend_on_n_envs():
     def run(n_envs):
-        agent = LLMPolicyAgent(_FixedLM("go forward"), greedy=False, seed=4)  # type: ignore[arg-type]
+        agent = LLMPolicyAgent(FixedLM("go forward"), BABYAI_ACTIONS, greedy=False, seed=4)  # type: ignore[arg-type]
         return [(e.length, e.success) for e in evaluate(agent, lambda: gym.make(GOTO), 6, n_envs, seed=0).episodes]
 
     assert run(1) == run(3)

@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
-import random
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llmrl.lm.base import CandidateScores, Generation, LanguageModel, as_candidate_lists
+from llmrl.lm.base import CandidateScores
 from llmrl.lm.cache import CachedLM, ResultCache, cache_dir, cache_key, default_cache_path
 
+from fakes import CountingLM, EmbeddingLM
+
 ACTIONS = ["turn left", "turn right", "go forward", "pick up", "drop", "toggle"]
-
-
-class CountingLM(LanguageModel):
-    """A deterministic test double that records what reaches it."""
-
-    name = "counting-lm"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scored: list[str] = []
-        self.generated: list[str] = []
-
-    def score(self, contexts: Sequence[str], candidates) -> list[CandidateScores]:
-        self.scored += list(contexts)
-        out = []
-        for ctx, cands in zip(contexts, as_candidate_lists(contexts, candidates)):
-            lp = np.array([-(zlib.crc32(f"{ctx}|{c}".encode()) % 1000) / 7.0 for c in cands])
-            lp[0] = -np.inf if ctx == "impossible" else lp[0]
-            nt = np.array([len(c.split()) for c in cands], dtype=np.int64)
-            out.append(CandidateScores(tuple(cands), lp, lp / nt, nt))
-        return out
-
-    def generate(self, prompts, max_new_tokens=64, temperature=0.0, top_p=1.0, stop=(), n=1, seed=None):
-        self.generated += list(prompts)
-        rng = random.Random(seed) if seed is not None else random.Random()
-        out = []
-        for p in prompts:
-            if temperature == 0:
-                texts = (f"{p[::-1]}/{max_new_tokens}",) * n
-            else:
-                texts = tuple(f"{p}:{rng.random()}" for _ in range(n))
-            out.append(Generation(p, texts))
-        return out
 
 
 def assert_same_scores(a: list[CandidateScores], b: list[CandidateScores]) -> None:
@@ -197,19 +163,6 @@ def test_cache_identity_separates_servers_and_models():
     b = OpenAILM("http://127.0.0.1:2/v1", "m")
     assert a.cache_identity != b.cache_identity
     assert CachedLM(a).model_key != CachedLM(b).model_key
-
-
-class EmbeddingLM(CountingLM):
-    """Embeds with its own deterministic vectors and records what reaches it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedded: list[str] = []
-
-    def embed(self, texts):
-        self.embedded += list(texts)
-        vecs = np.array([[zlib.crc32(t.encode()) % 97, len(t), 1.0] for t in texts], dtype=np.float32).reshape(-1, 3)
-        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
 def test_embeddings_are_cached_per_text_and_equal_fresh_ones(tmp_path):

@@ -136,6 +136,7 @@ def test_bad_openai_name_shows_the_format():
         load_model("openai:http://127.0.0.1:1/v1")
 
 
+@pytest.mark.slow
 def test_smollm2_loads_from_its_wheel_and_scores():
     lm = load_model("smollm2-135m-instruct", dtype="fp32")
     s = lm.score(["The capital of France is"], [" Paris", " London"])[0]
@@ -170,6 +171,6 @@ def test_long_contexts_past_the_sliding_window_score_like_naive(gemma_fp32):
     contexts = [long, "Goal: go to the key\nAction: "]
     fast = gemma_fp32.score(contexts, ACTIONS[:3])
     naive = gemma_fp32.score_naive(contexts, ACTIONS[:3])
-    assert len(gemma_fp32._encode(long)) > 600
+    assert len(gemma_fp32.encode(long)) > 600
     for f, n in zip(fast, naive):
         np.testing.assert_allclose(f.logprob, n.logprob, atol=1e-3)

@@ -15,8 +15,8 @@ D, N_ACTIONS = 10, 40
 
 
 @pytest.fixture(scope="module")
-def base_lm():
-    return load_model("smollm2-135m-instruct", dtype="fp32")
+def base_lm(smollm2_fp32):
+    return smollm2_fp32
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_numeric_slots_carry_the_adapter_outputs_and_text_slots_the_token_embedd
     batch = g.batch([[Text("Trajectory:"), State(s0), Action(7), State(s1), Text(" done")]])
     emb = g.inputs_embeds(batch)[0]
     ids = batch.input_ids[0]
-    n_text = len(lm._bos) + len(lm._encode("Trajectory:"))
+    n_text = len(lm._bos) + len(lm.encode("Trajectory:"))
     # BOS + prompt tokens, then state, action, state, then the closing text.
     torch.testing.assert_close(emb[:n_text], g.embed_tokens(ids[:n_text]))
     torch.testing.assert_close(emb[n_text], g.embed_state(torch.from_numpy(s0)))
@@ -77,15 +77,15 @@ def test_each_target_is_predicted_from_the_position_before_it(lm):
         enc = [g.encode(short), g.encode(long)]
         L = batch.input_ids.shape[1]
         off = [0 if padding == "right" else L - len(e) for e in enc]
-        n0 = len(lm._bos) + len(lm._encode("Go:"))
+        n0 = len(lm._bos) + len(lm.encode("Go:"))
         # short: action target at slot n0+1 (from n0), state target at n0+2 (from n0+1).
         assert batch.action_from.T.tolist() == [[0, off[0] + n0]]
         assert batch.action_targets.tolist() == [3]
         assert batch.state_from.T.tolist() == [[0, off[0] + n0 + 1]]
         torch.testing.assert_close(batch.state_targets[0], torch.from_numpy(s[1]))
         # long: the text target " so" follows the action slot.
-        n1 = len(lm._bos) + len(lm._encode("A longer prompt here:")) + 2  # first " so" slot
-        so = lm._encode(" so")
+        n1 = len(lm._bos) + len(lm.encode("A longer prompt here:")) + 2  # first " so" slot
+        so = lm.encode(" so")
         assert batch.text_from.T.tolist() == [[1, off[1] + n1 - 1 + k] for k in range(len(so))]
         assert batch.text_targets.tolist() == so
         cols = batch.text_from[1] + 1

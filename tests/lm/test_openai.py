@@ -2,82 +2,20 @@
 
 from __future__ import annotations
 
-import random
-import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from llmrl.lm.base import CandidateScores, Generation, LanguageModel, LMError, as_candidate_lists, split_trailing_space
+from llmrl.lm.base import CandidateScores, LanguageModel, LMError
 from llmrl.lm.base import truncate_at_stop
 from llmrl.lm.openai import OpenAILM
-from llmrl.lm.serve import LMServer, ServeOptions, serve_in_thread
+from llmrl.lm.serve import LMServer, serve_in_thread
 
-WORDS = ("go", "left", "right", "forward", ".", "pick", "up", "\n")
-
-
-class WordLM(LanguageModel):
-    """A test double with exact, hand-set log-probs.
-
-    Tokens are words with their leading whitespace (" go"); token i of a text has log-prob
-    -(len(token) + i % 3) / 4, a dyadic fraction, so sums are exact in floating point. There is
-    no BOS: the first token has no log-prob. ``generate`` ignores ``stop`` on purpose (a server
-    that does not cut at stop strings), so the client must cut. With ``bos=True`` the model reads
-    a BOS token first (the server shows it), and the first token has a log-prob too.
-    """
-
-    name = "word-lm"
-
-    def __init__(self, bos: bool = False) -> None:
-        super().__init__()
-        self.bos = bos
-
-    @staticmethod
-    def tokens(text: str) -> list[str]:
-        return re.findall(r"\s*\S+|\s+", text)
-
-    def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
-        return [(t, None if i == 0 and not self.bos else -(len(t) + i % 3) / 4) for i, t in enumerate(self.tokens(text))]
-
-    def expected(self, context: str, candidate: str) -> tuple[float, int]:
-        """Sum and count of the log-probs of the tokens that end inside the candidate."""
-        ctx, cand = split_trailing_space(context, candidate)
-        lp, pos, total, count = self.token_logprobs(ctx + cand), 0, 0.0, 0
-        for t, v in lp:
-            pos += len(t)
-            if pos > len(ctx):
-                total, count = total + v, count + 1  # type: ignore[operator]
-        return total, count
-
-    def score(self, contexts: Sequence[str], candidates: Sequence[str] | Sequence[Sequence[str]]) -> list[CandidateScores]:
-        out = []
-        for ctx, cands in zip(contexts, as_candidate_lists(contexts, candidates)):
-            lp, nt = np.array([self.expected(ctx, c) for c in cands]).T
-            out.append(CandidateScores(cands, lp, lp / nt, nt.astype(np.int64)))
-        return out
-
-    def generate(self, prompts, max_new_tokens=64, temperature=0.0, top_p=1.0, stop=(), n=1, seed=None):
-        out = []
-        for p in prompts:
-            texts = []
-            for k in range(n):
-                if temperature == 0:
-                    words = [WORDS[(len(p) + j) % len(WORDS)] for j in range(max_new_tokens)]
-                else:
-                    rng = random.Random(f"{seed}|{p}|{k}") if seed is not None else random.Random()
-                    words = [rng.choice(WORDS) for _ in range(max_new_tokens)]
-                texts.append("".join(" " + w for w in words))
-            out.append(Generation(p, tuple(texts)))
-        return out
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([[len(t), t.count(" "), 1.0] for t in texts], dtype=np.float32)
+from fakes import MisbehavingServer, ServeOptions, WordLM
 
 
-# The third context ends inside a word: "Mission x" + "turn left" has the token " xturn", which
-# straddles the boundary and counts for the candidate.
 CONTEXTS = ["Goal: go to the red ball.\nAction: ", "You see a wall.\nNext action:", "Mission x"]
 ACTIONS = ["turn left", "turn right", "go forward", "pick up", "drop", "toggle"]
 
@@ -88,7 +26,7 @@ def serve() -> Iterator:
     servers: list[LMServer] = []
 
     def start(model: LanguageModel | None = None, **options):
-        server, url = serve_in_thread(model or WordLM(), **options)
+        server, url = serve_in_thread(model or WordLM(), server_class=MisbehavingServer, options=ServeOptions(**options))
         servers.append(server)
         return server, url
 
@@ -297,7 +235,7 @@ def test_the_server_lists_its_model_and_answers_without_token_logprobs(serve):
     class NoScores(WordLM):
         token_logprobs = None  # type: ignore[assignment]
 
-    with LMServer(NoScores(), options=ServeOptions()) as server:
+    with LMServer(NoScores()) as server:
         lm = client(server.url)
         assert lm.generate(["a"], max_new_tokens=2)[0].texts[0].strip()
         with pytest.raises(LMError, match="has no token_logprobs method"):

@@ -15,12 +15,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-
-class LMError(RuntimeError):
-    """A language-model call failed in a way the caller can act on; the message names the fix."""
+from llmrl.lm.errors import LMError
 
 
 @dataclass(frozen=True)
@@ -217,3 +216,28 @@ class LanguageModel(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sockets, processes or memory held by the backend."""
+
+
+@runtime_checkable
+class TrainableLM(Protocol):
+    """A local LM whose weights a role can fine-tune (GLAM's policy, KALM's grounded LM): the torch
+    module and its tokenizer, and scores that keep their gradients. :class:`llmrl.lm.hf.HFLM`
+    is one; a server or llama.cpp is not."""
+
+    model: Any  # the torch module (wrapped in place by peft when adapters are added)
+    tokenizer: Any
+    device: Any
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the final hidden state (what value heads and adapters read)."""
+
+    @property
+    def cache_identity(self) -> str:
+        """What names the base weights in a cache (see :class:`LanguageModel`)."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, without special tokens."""
+
+    def score_tensors(self, contexts: Sequence[str], candidates: Sequence[Sequence[str]]) -> Any:
+        """Differentiable shared-prefix scores plus each context's last hidden state."""

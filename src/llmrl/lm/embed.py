@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrl.lm.base import LMError
+from llmrl.lm.errors import LMError
 
 
 class SentenceEmbedder:

@@ -19,11 +19,14 @@ log-probabilities plus the hidden state of each context's last token, for value 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +66,32 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     return table[dtype]
 
 
+def default_chunk(device: torch.device | str) -> int:
+    """Contexts per scoring forward, by device. A CPU gains nothing past ~16 (its cores are busy
+    already, and larger padded batches waste work); a GPU needs wide batches to be busy: on an
+    H100, a same-architecture gemma-3-270m scored 101 contexts/s in chunks of 16 and 385 in
+    chunks of 256 (docs/benchmarks.md, "Scoring"). The KV cache of 256 GLAM prompts is small next
+    to a GPU's memory for models of this size; pass ``context_batch_size`` for large models."""
+    return 256 if torch.device(device).type == "cuda" else 16
+
+
+def kv_cache_kwargs(decoder: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword that hands a KV cache to ``decoder``: ``cache`` in current transformers,
+    ``past_key_values`` before it was renamed (passing the old name now warns)."""
+    return {_cache_kwarg(type(decoder)): cache}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a decoder returned (``output.cache``, formerly ``output.past_key_values``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 @dataclass
 class ScoreTensors:
     """Differentiable scores of one flattened batch of (context, candidate) pairs."""
@@ -82,8 +111,8 @@ class HFLM(LanguageModel):
         name: str | None = None,
         device: str = "cpu",
         dtype: str | torch.dtype = "auto",
-        context_batch_size: int = 16,
-        pair_batch_size: int = 128,
+        context_batch_size: int | None = None,
+        pair_batch_size: int | None = None,
         num_threads: int | None = None,
     ) -> None:
         super().__init__()
@@ -108,19 +137,21 @@ class HFLM(LanguageModel):
         self.load_seconds = time.perf_counter() - t0
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.context_batch_size = context_batch_size
-        self.pair_batch_size = pair_batch_size
+        # Contexts (and context-candidate pairs) scored per forward: see default_chunk().
+        self.context_batch_size = context_batch_size or default_chunk(self.device)
+        self.pair_batch_size = pair_batch_size or 8 * self.context_batch_size
         # Prepend BOS ourselves: some tokenizers add it, some do not, and scores depend on it.
         self._bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
 
     # ----------------------------------------------------------------- tokens
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, without special tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _pair_ids(
         self, context: str, candidate: str, context_ids: list[int] | None = None
     ) -> tuple[list[int], list[int]]:
-        return pair_token_ids(self._encode, self._bos, context, candidate, context_ids)
+        return pair_token_ids(self.encode, self._bos, context, candidate, context_ids)
 
     @property
     def cache_identity(self) -> str:
@@ -178,7 +209,7 @@ class HFLM(LanguageModel):
             use_cache=True,
         )
         ctx_hidden = out.last_hidden_state[:, -1]  # predicts every candidate's first token
-        cache = out.past_key_values
+        cache = returned_cache(out)
 
         # 2. continue each context's cache with its candidates' tokens (all but the last token:
         #    nothing needs the prediction that follows a candidate).
@@ -197,9 +228,10 @@ class HFLM(LanguageModel):
             mask = torch.cat([ctx_mask[owner_t], cont_mask], dim=1)
             ctx_len = ctx_mask.sum(-1)[owner_t]
             pos = ctx_len[:, None] + torch.arange(L)[None, :]
-            h = self._decoder()(
+            decoder = self._decoder()
+            h = decoder(
                 input_ids=cont.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                past_key_values=cache, use_cache=True,
+                use_cache=True, **kv_cache_kwargs(decoder, cache),
             ).last_hidden_state
             # 3. output layer only where a candidate token is predicted: position k -> token k+1.
             rows, cols, targets = [], [], []
@@ -285,7 +317,7 @@ class HFLM(LanguageModel):
     def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
         """Per-token log-probs of ``text`` (the first token has none): what a server's
         ``echo`` + ``logprobs`` returns. Used by the OpenAI-compatible server in ``llmrl.lm.serve``."""
-        ids = self._bos + self._encode(text)
+        ids = self._bos + self.encode(text)
         with torch.inference_mode():
             logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits.float()
             logp = torch.log_softmax(logits[0, :-1], dim=-1)
@@ -312,7 +344,7 @@ class HFLM(LanguageModel):
         if len(prompts) == 0:
             return []
         pad = self.tokenizer.pad_token_id
-        encoded = [self._bos + self._encode(p) for p in prompts]
+        encoded = [self._bos + self.encode(p) for p in prompts]
         T = max(len(x) for x in encoded)
         ids = torch.full((len(prompts), T), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -53,7 +53,6 @@ from llmrl.lm.base import (
     as_candidate_lists,
     check_generate_args,
     pair_token_ids,
-    split_trailing_space,
     truncate_at_stop,
 )
 
@@ -131,7 +130,7 @@ class LlamaCppLM(LanguageModel):
         self._rng = np.random.default_rng(seed)
 
     # ----------------------------------------------------------------- tokens
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         if not text:
             return []
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -139,7 +138,7 @@ class LlamaCppLM(LanguageModel):
     def _pair_ids(
         self, context: str, candidate: str, context_ids: list[int] | None = None
     ) -> tuple[list[int], list[int]]:
-        return pair_token_ids(self._encode, self._bos, context, candidate, context_ids)
+        return pair_token_ids(self.encode, self._bos, context, candidate, context_ids)
 
     @property
     def cache_identity(self) -> str:
@@ -276,7 +275,7 @@ class LlamaCppLM(LanguageModel):
 
     def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
         """Per-token log-probs of ``text`` (the first token has none), like ``HFLM.token_logprobs``."""
-        ids = self._bos + self._encode(text)
+        ids = self._bos + self.encode(text)
         self._check_fits(len(ids), "the text")
         self.llama.reset()
         self._eval_from(0, ids)
@@ -312,7 +311,7 @@ class LlamaCppLM(LanguageModel):
             return []
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         seeds = rng.integers(0, 2**31 - 1, size=(len(prompts), n))
-        encoded = [self._bos + self._encode(p) for p in prompts]
+        encoded = [self._bos + self.encode(p) for p in prompts]
         for ids in encoded:
             # create_completion needs one free slot after the prompt; it shortens max_tokens itself.
             self._check_fits(len(ids) + 1, "a prompt")

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmrl.lm.base import LMError
+from llmrl.lm.base import LMError, TrainableLM
+from llmrl.lm.lora import add_lora, default_lora
 from llmrl.runs import atomic_torch_save
 
 TEXT, STATE, ACTION = 0, 1, 2
@@ -157,13 +158,6 @@ class NumericAdapters(nn.Module):
         return self.action_in(actions)
 
 
-def default_lora(r: int = 8, alpha: int = 16) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-
-
 class GroundedLM(nn.Module):
     """An HFLM grounded in numeric states and actions: the LM (LoRA-adapted by default, or fully
     trainable with ``lora=None``) plus :class:`NumericAdapters`.
@@ -175,21 +169,15 @@ class GroundedLM(nn.Module):
 
     def __init__(self, lm: Any, state_dim: int = 10, n_actions: int = 40, lora: Any | None = "default") -> None:
         super().__init__()
-        from llmrl.lm.hf import HFLM
-
-        if not isinstance(lm, HFLM):
+        if not isinstance(lm, TrainableLM):
             raise TypeError(
-                f"GroundedLM trains a local transformers model (HFLM), got {type(lm).__name__}: "
-                "load one with llmrl.lm.load_model('smollm2-135m-instruct') or a local folder"
+                f"GroundedLM trains a local transformers model (a TrainableLM such as HFLM), got "
+                f"{type(lm).__name__}: load one with llmrl.lm.load_model('smollm2-135m-instruct') or a local folder"
             )
         if lora == "default":
             lora = default_lora()
         if lora is not None:
-            from peft import PeftModel, get_peft_model
-
-            if isinstance(lm.model, PeftModel):
-                raise LMError("this LM already carries peft adapters: load a fresh one for each GroundedLM")
-            lm.model = get_peft_model(lm.model, lora)
+            add_lora(lm, lora)
         else:
             lm.model.requires_grad_(True)
         self.lm = lm
@@ -211,7 +199,7 @@ class GroundedLM(nn.Module):
     def _tokens(self, text: str) -> list[int]:
         ids = self._text_cache.get(text)
         if ids is None:
-            ids = self._text_cache[text] = self.lm._encode(text)
+            ids = self._text_cache[text] = self.lm.encode(text)
         return ids
 
     def encode(self, segments: Segments) -> Encoded:

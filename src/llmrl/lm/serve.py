@@ -22,9 +22,9 @@ and embeddings still work. Token ids are assigned by the server in order of firs
 mean nothing outside one server's life.
 
 This server is for tests and for sharing one model between local processes; it runs one model
-call at a time (a lock) and does not batch concurrent requests. :class:`ServeOptions` makes it
-misbehave on purpose (no log-probs, non-JSON answers, HTTP 503 at start-up, slow answers), so
-clients' error handling can be tested against a real socket.
+call at a time (a lock) and does not batch concurrent requests. Subclasses change what it says
+through a few methods (``before_post``, ``tokens``, ``prompt_logprobs``, ``logprobs_block``,
+``completions``); the test suite uses them to imitate other servers and faults.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import json
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -42,35 +41,9 @@ from llmrl.lm.base import LanguageModel
 _MAX_BODY = 16 * 1024 * 1024
 
 
-@dataclass
-class ServeOptions:
-    """How the server behaves; the defaults are a well-behaved vLLM-like server."""
+class RequestError(Exception):
+    """A request the server refuses: HTTP ``status`` with an OpenAI-style error body."""
 
-    no_logprobs: bool = False
-    """Answer log-prob requests with ``logprobs: null`` / ``prompt_logprobs: null`` (cannot score)."""
-    no_echo: bool = False
-    """Reject ``echo: true`` with HTTP 400, so clients must use ``prompt_logprobs``."""
-    no_prompt_logprobs: bool = False
-    """Ignore the ``prompt_logprobs`` field, like servers that are not vLLM."""
-    min_max_tokens: int = 0
-    """Reject a smaller ``max_tokens`` with HTTP 400 (older vLLM needs 1)."""
-    decoded_tokens: bool = True
-    """Put ``decoded_token`` in prompt_logprobs entries (False: clients need ``/tokenize``)."""
-    bos_text: str | None = None
-    """Prepend a BOS token with this text and no log-prob to every tokenisation, as vLLM shows
-    ``<bos>``: token texts then start with text the prompt does not have."""
-    raw_token_text: bool = False
-    """Echo tokens as raw vocabulary pieces, as older vLLM did: ``▁`` for a space and a ``▁`` before
-    the first word, so the texts do not add up to the prompt (clients need ``/tokenize``)."""
-    malformed: bool = False
-    """Answer every POST with HTTP 200 and a body that is not JSON."""
-    fail_first: int = 0
-    """Answer the first N POSTs with HTTP 503 (to test retries)."""
-    delay_s: float = 0.0
-    """Sleep this long before answering each POST (to test time-outs)."""
-
-
-class _RequestError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.kind = status, message, kind
@@ -87,17 +60,14 @@ class LMServer(ThreadingHTTPServer):
         model: LanguageModel,
         host: str = "127.0.0.1",
         port: int = 0,
-        options: ServeOptions | None = None,
         model_name: str | None = None,
     ) -> None:
         super().__init__((host, port), _Handler)
         self.model = model
         self.model_name = model_name or getattr(model, "name", type(model).__name__)
-        self.options = options or ServeOptions()
         self.requests: Counter[str] = Counter()
         self._model_lock = threading.Lock()
         self._count_lock = threading.Lock()
-        self._failures_left = self.options.fail_first
         self._vocab: dict[str, int] = {}
         self._thread: threading.Thread | None = None
 
@@ -143,26 +113,22 @@ class LMServer(ThreadingHTTPServer):
         with self._count_lock:
             self.requests[kind] += 1
 
-    def take_failure(self) -> bool:
-        with self._count_lock:
-            if self._failures_left > 0:
-                self._failures_left -= 1
-                return True
-            return False
+    def before_post(self, path: str) -> tuple[int, bytes, str] | None:
+        """A subclass may answer a POST itself (status, body, content type); None serves it."""
+        return None
 
     def token_ids(self, tokens: list[str]) -> list[int]:
         with self._count_lock:
             return [self._vocab.setdefault(t, len(self._vocab)) for t in tokens]
 
     def tokens(self, text: str) -> list[tuple[str, float | None]]:
-        """The served model's tokens of ``text``, after the BOS token of ``options.bos_text``."""
-        bos = self.options.bos_text
-        return ([(bos, None)] if bos is not None else []) + self.token_logprobs(text)
+        """The served model's tokens of ``text``, each with its log-prob (as echoed to clients)."""
+        return self.token_logprobs(text)
 
     def token_logprobs(self, text: str) -> list[tuple[str, float | None]]:
         fn = getattr(self.model, "token_logprobs", None)
         if fn is None:
-            raise _RequestError(
+            raise RequestError(
                 400,
                 f"the served model {self.model_name} has no token_logprobs method, so this server "
                 "cannot return log-probs",
@@ -174,23 +140,18 @@ class LMServer(ThreadingHTTPServer):
     # -------------------------------------------------------------- endpoints
 
     def completions(self, body: dict[str, Any]) -> dict[str, Any]:
-        opts = self.options
         self.check_model(body)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            raise _RequestError(400, "prompt must be a string or a non-empty list of strings")
+            raise RequestError(400, "prompt must be a string or a non-empty list of strings")
         max_tokens = _int(body, "max_tokens", 16)
-        if max_tokens < opts.min_max_tokens:
-            raise _RequestError(400, f"max_tokens must be at least {opts.min_max_tokens}, got {max_tokens}.")
         n = _int(body, "n", 1)
         if n < 1:
-            raise _RequestError(400, f"n must be at least 1, got {n}.")
+            raise RequestError(400, f"n must be at least 1, got {n}.")
         echo = bool(body.get("echo", False))
-        if echo and opts.no_echo:
-            raise _RequestError(400, "echo is not supported by this server")
         logprobs = body.get("logprobs")
-        want_prompt_lps = body.get("prompt_logprobs") is not None and not opts.no_prompt_logprobs
+        want_prompt_lps = body.get("prompt_logprobs") is not None
         stop = body.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         seed = body.get("seed")
@@ -211,7 +172,7 @@ class LMServer(ThreadingHTTPServer):
                         n=n,
                         seed=None if seed is None else int(seed),
                     )[0].texts
-            scoring = (logprobs is not None or want_prompt_lps) and not opts.no_logprobs
+            scoring = logprobs is not None or want_prompt_lps
             prompt_toks = self.tokens(p) if scoring else None
             if prompt_toks is not None:
                 usage["prompt_tokens"] += len(prompt_toks)
@@ -222,13 +183,13 @@ class LMServer(ThreadingHTTPServer):
                     "logprobs": None,
                     "finish_reason": "length" if max_tokens == 0 else "stop",
                 }
-                if logprobs is not None and not opts.no_logprobs:
+                if logprobs is not None:
                     full = prompt_toks if text == "" else self.tokens(p + text)
                     n_prompt = len(prompt_toks)  # type: ignore[arg-type]
-                    choice["logprobs"] = _logprobs_block(full, n_prompt, echo, opts.raw_token_text)  # type: ignore[arg-type]
+                    choice["logprobs"] = self.logprobs_block(full, n_prompt, echo)  # type: ignore[arg-type]
                     usage["completion_tokens"] += len(full) - n_prompt  # type: ignore[arg-type]
                 if want_prompt_lps:
-                    choice["prompt_logprobs"] = None if opts.no_logprobs else self.prompt_logprobs(prompt_toks)  # type: ignore[arg-type]
+                    choice["prompt_logprobs"] = self.prompt_logprobs(prompt_toks)  # type: ignore[arg-type]
                 choices.append(choice)
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return {
@@ -247,17 +208,30 @@ class LMServer(ThreadingHTTPServer):
             if lp is None:
                 out.append(None)
                 continue
-            info: dict[str, Any] = {"logprob": lp, "rank": None}  # rank unknown: no top-k here
-            if self.options.decoded_tokens:
-                info["decoded_token"] = t
-            out.append({str(i): info})
+            # rank unknown: no top-k here
+            out.append({str(i): {"logprob": lp, "rank": None, "decoded_token": t}})
         return out
+
+    def logprobs_block(self, toks: list[tuple[str, float | None]], n_prompt: int, echo: bool) -> dict[str, Any]:
+        """OpenAI's legacy ``logprobs`` object; text offsets add up the token texts from the start."""
+        texts = [t for t, _ in toks]
+        offsets, pos = [], 0
+        for t in texts:
+            offsets.append(pos)
+            pos += len(t)
+        keep = range(len(toks)) if echo else range(n_prompt, len(toks))
+        return {
+            "tokens": [texts[i] for i in keep],
+            "token_logprobs": [toks[i][1] for i in keep],
+            "text_offset": [offsets[i] for i in keep],
+            "top_logprobs": [None if toks[i][1] is None else {texts[i]: toks[i][1]} for i in keep],
+        }
 
     def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise _RequestError(400, "input must be a string or a list of strings")
+            raise RequestError(400, "input must be a string or a list of strings")
         with self._model_lock:
             vectors = self.model.embed(texts) if texts else []
         return {
@@ -272,14 +246,14 @@ class LMServer(ThreadingHTTPServer):
     def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
         text = body.get("prompt", body.get("content"))
         if not isinstance(text, str):
-            raise _RequestError(400, "give the text to tokenize as 'prompt' (or 'content')")
+            raise RequestError(400, "give the text to tokenize as 'prompt' (or 'content')")
         ids = self.token_ids([t for t, _ in self.tokens(text)])
         return {"tokens": ids, "count": len(ids), "max_model_len": 0}
 
     def check_model(self, body: dict[str, Any]) -> None:
         name = body.get("model")
         if name is not None and name != self.model_name:
-            raise _RequestError(404, f"The model `{name}` does not exist; this server has `{self.model_name}`.", "NotFoundError")
+            raise RequestError(404, f"The model `{name}` does not exist; this server has `{self.model_name}`.", "NotFoundError")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -310,14 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raw = self.rfile.read(length)
         s.count("post")
-        if s.options.delay_s:
-            time.sleep(s.options.delay_s)
-        if s.take_failure():
-            s.count("failed")
-            self._error(503, "the server is starting up (simulated failure)", "server_error")
-            return
-        if s.options.malformed:
-            self._send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        answer = s.before_post(self.path)
+        if answer is not None:
+            self._send(*answer)
             return
         routes = {
             "/v1/completions": s.completions,
@@ -341,7 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
         s.count(kind)
         try:
             self._json(200, route(body))
-        except _RequestError as e:
+        except RequestError as e:
             self._error(e.status, e.message, e.kind)
         except (ValueError, TypeError) as e:
             self._error(400, f"{type(e).__name__}: {e}")
@@ -362,52 +331,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def _logprobs_block(
-    toks: list[tuple[str, float | None]], n_prompt: int, echo: bool, raw: bool = False
-) -> dict[str, Any]:
-    """OpenAI's legacy ``logprobs`` object; text offsets add up the token texts from the start."""
-    texts = [t for t, _ in toks]
-    if raw:
-        texts = [t.replace(" ", "\u2581") for t in texts]
-        if texts:
-            texts[0] = "\u2581" + texts[0]
-    offsets, pos = [], 0
-    for t in texts:
-        offsets.append(pos)
-        pos += len(t)
-    keep = range(len(toks)) if echo else range(n_prompt, len(toks))
-    return {
-        "tokens": [texts[i] for i in keep],
-        "token_logprobs": [toks[i][1] for i in keep],
-        "text_offset": [offsets[i] for i in keep],
-        "top_logprobs": [None if toks[i][1] is None else {texts[i]: toks[i][1]} for i in keep],
-    }
-
-
 def _int(body: dict[str, Any], key: str, default: int) -> int:
     value = body.get(key, default)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise _RequestError(400, f"{key} must be an integer, got {value!r}")
+        raise RequestError(400, f"{key} must be an integer, got {value!r}")
     return int(value)
 
 
-def serve_in_thread(
-    model: LanguageModel,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    options: ServeOptions | None = None,
-    **option_fields: Any,
-) -> tuple[LMServer, str]:
-    """Start serving ``model`` from a daemon thread; returns (server, base URL). ``server.stop()`` ends it.
-
-    ``port=0`` picks a free port. Options come as a :class:`ServeOptions` or as its fields
-    (``serve_in_thread(model, fail_first=2)``).
-    """
-    if option_fields:
-        if options is not None:
-            raise ValueError("give either options= or option fields, not both")
-        options = ServeOptions(**option_fields)
-    server = LMServer(model, host=host, port=port, options=options)
+def serve_in_thread(model: LanguageModel, host: str = "127.0.0.1", port: int = 0,
+                    server_class: type[LMServer] = LMServer, **server_kwargs: Any) -> tuple[LMServer, str]:
+    """Start serving ``model`` from a daemon thread; returns (server, base URL). ``server.stop()``
+    ends it. ``port=0`` picks a free port; ``server_class`` (a subclass) and its keyword arguments
+    change how it answers."""
+    server = server_class(model, host=host, port=port, **server_kwargs)
     return server, server.start()

@@ -1,6 +1,13 @@
-"""The roles a language model takes in an RL agent: policy (here), and later explorer, reward
-designer, state encoder, planner and imagination."""
+"""The roles a language model takes in an RL agent. Each is one of three things, so several can act
+in one run (docs/architecture.md, "Roles compose"):
 
-from llmrl.roles.policy import BABYAI_ACTIONS, LLMPolicyAgent, glam_prompt
+- an **agent** that acts: the LM policy (``policy``: GLAM's prompt, the zero-shot policy, the
+  trainable actor-critic);
+- a **Gymnasium wrapper** or an **intrinsic reward** that changes what the learner is paid
+  (``explorer``: ELLM's suggested goals);
+- a **data source**: imagination (``imagination``: KALM's grounded LM writing rollouts).
+"""
 
-__all__ = ["BABYAI_ACTIONS", "LLMPolicyAgent", "glam_prompt"]
+from llmrl.roles.policy import LLMPolicyAgent, glam_prompt
+
+__all__ = ["LLMPolicyAgent", "glam_prompt"]

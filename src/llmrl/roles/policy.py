@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from llmrl.agents.base import Agent
-from llmrl.envs.babyai_text import ACTIONS as BABYAI_ACTIONS
-from llmrl.lm.base import LanguageModel
+from llmrl.lm.base import LanguageModel, TrainableLM
 
 
 def glam_prompt(
@@ -85,7 +84,7 @@ class LLMPolicyAgent(Agent):
     def __init__(
         self,
         lm: LanguageModel,
-        actions: Sequence[str] = BABYAI_ACTIONS,
+        actions: Sequence[str],
         greedy: bool = True,
         normalise_length: bool = False,
         n_observations: int = 3,
@@ -163,27 +162,22 @@ class LMActorCritic(torch.nn.Module):
     def __init__(
         self,
         lm: Any,
-        actions: Sequence[str] = BABYAI_ACTIONS,
+        actions: Sequence[str],
         lora: Any | None = "default",
         normalise_length: bool = False,
     ) -> None:
         super().__init__()
-        from llmrl.lm.hf import HFLM
+        from llmrl.lm.lora import add_lora, default_lora
 
-        if not isinstance(lm, HFLM):
+        if not isinstance(lm, TrainableLM):
             raise TypeError(
-                f"LMActorCritic trains a local transformers model (HFLM), got {type(lm).__name__}: "
-                "load one with llmrl.lm.load_model('gemma-3-270m') or a local folder"
+                f"LMActorCritic trains a local transformers model (a TrainableLM such as HFLM), got "
+                f"{type(lm).__name__}: load one with llmrl.lm.load_model('gemma-3-270m') or a local folder"
             )
         if lora == "default":
-            from peft import LoraConfig
-
-            lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+            lora = default_lora()
         if lora is not None:
-            from peft import get_peft_model
-
-            lm.model = get_peft_model(lm.model, lora)
+            add_lora(lm, lora)
         self.lm = lm
         self.llm = lm.model  # registered, so .parameters() includes the LM's trainable weights
         self.actions = tuple(actions)
