@@ -81,19 +81,19 @@ def chain(n_episodes: int = 300, seed: int = 0) -> tuple[Transitions, np.ndarray
 # --------------------------------------------------------------------------- learning
 def test_bc_clones_an_action_that_depends_only_on_the_goal():
     t, emb = goal_bandit(behaviour="expert")
-    agent = train_offline(replace(PRESETS["bc"], n_steps=200, batch_size=64, **SMALL), t, emb)
+    agent = train_offline(replace(PRESETS["bc"], gradient_steps=200, batch_size=64, **SMALL), t, emb)
     assert accuracy(agent, t, emb) == 1.0
 
 
 def test_iql_picks_the_rewarded_action_from_uniformly_random_behaviour():
     t, emb = goal_bandit(behaviour="random")
     # β = 10 (the IQL paper's AntMaze value): with 10 actions the wanted one is only 10% of the data.
-    config = replace(PRESETS["iql"], n_steps=600, batch_size=128, learning_rate=1e-3, target_tau=0.05,
+    config = replace(PRESETS["iql"], gradient_steps=600, batch_size=128, learning_rate=1e-3, target_tau=0.05,
                      iql_temperature=10.0, **SMALL)  # fmt: skip
     agent = train_offline(config, t, emb)
     assert accuracy(agent, t, emb) == 1.0
     # BC on the same data copies the random behaviour, so the reward is what IQL learned from.
-    bc = train_offline(replace(PRESETS["bc"], n_steps=600, batch_size=128, **SMALL), t, emb)
+    bc = train_offline(replace(PRESETS["bc"], gradient_steps=600, batch_size=128, **SMALL), t, emb)
     assert accuracy(bc, t, emb) < 0.6
 
 
@@ -102,7 +102,7 @@ def test_cql_learns_the_optimal_goal_dependent_action_and_pushes_down_unseen_act
     # α = 1: with Huber TD errors (gradient ≤ 1) and uniform behaviour, the conservative term
     # shrinks the gap between the two data actions to about Δy / (1 + 2α); α = 10 suits KALM's
     # rewards of 100, not this chain's 10.
-    config = replace(PRESETS["cql"], n_steps=1500, batch_size=64, learning_rate=1e-3, target_update_interval=100,
+    config = replace(PRESETS["cql"], gradient_steps=1500, batch_size=64, learning_rate=1e-3, target_update_interval=100,
                      gamma=0.9, cql_alpha=1.0, n_actions=4, **SMALL)  # fmt: skip
     cql = train_offline(config, t, emb)
     dqn = train_offline(replace(config, cql_alpha=0.0), t, emb)  # plain double DQN on the same data
@@ -141,7 +141,7 @@ def test_mixed_batches_take_the_mix_ratio_from_the_imaginary_data_with_its_own_g
 def test_a_killed_run_resumes_to_bit_identical_parameters(tmp_path):
     t, emb = goal_bandit(300, behaviour="random")
     for algo in ("cql", "iql"):
-        config = replace(PRESETS[algo], n_steps=40, batch_size=16, hidden_sizes=(16,), log_every=10,
+        config = replace(PRESETS[algo], gradient_steps=40, batch_size=16, hidden_sizes=(16,), log_every=10,
                          checkpoint_every=20, target_update_interval=7)  # fmt: skip
         whole = train_offline(config, t, emb, out_dir=tmp_path / f"{algo}-whole")
 
@@ -160,7 +160,7 @@ def test_a_killed_run_resumes_to_bit_identical_parameters(tmp_path):
 
 def test_saved_agent_loads_and_acts_identically(tmp_path):
     t, emb = goal_bandit(200)
-    agent = train_offline(replace(PRESETS["bc"], n_steps=20, **SMALL), t, emb, out_dir=tmp_path / "run")
+    agent = train_offline(replace(PRESETS["bc"], gradient_steps=20, **SMALL), t, emb, out_dir=tmp_path / "run")
     loaded = OfflineAgent.load(tmp_path / "run" / "agent.pt")
     x, g = t.observations[:50], emb[t.goal_ids[:50]]
     assert np.array_equal(agent.scores(x, g), loaded.scores(x, g))
@@ -172,7 +172,7 @@ def test_saved_agent_loads_and_acts_identically(tmp_path):
 
 def test_a_finished_run_folder_is_not_overwritten_without_resume(tmp_path):
     t, emb = goal_bandit(100)
-    config = replace(PRESETS["bc"], n_steps=5, **SMALL)
+    config = replace(PRESETS["bc"], gradient_steps=5, **SMALL)
     train_offline(config, t, emb, out_dir=tmp_path)
     with pytest.raises(FileExistsError, match="resume"):
         train_offline(config, t, emb, out_dir=tmp_path)
@@ -198,6 +198,6 @@ def test_bad_input_gets_errors_that_say_what_to_fix():
         train_offline(PRESETS["bc"], t, emb, imaginary=other_goals)
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         train_offline(replace(PRESETS["bc"], n_actions=5), t, emb)
-    agent = train_offline(replace(PRESETS["bc"], n_steps=1, **SMALL), t, emb)
+    agent = train_offline(replace(PRESETS["bc"], gradient_steps=1, **SMALL), t, emb)
     with pytest.raises(ValueError, match=r"\(B, 8\)"):
         agent.act(t.observations[:3], emb[:1, :4])

@@ -29,14 +29,15 @@ def test_clipping_stops_the_gradient_beyond_the_trust_region():
     old = torch.full((4,), np.log(1 / 3)) - 1.0  # ratio = e ≈ 2.7 > 1 + ε for every sample
     adv = torch.ones(4)
     v = torch.zeros(4)
-    out = ppo_losses(logp_all, actions, old, adv, v, v, v, normalise_advantages=False, entropy_coef=0.0)
+    out = ppo_losses(logp_all, actions, old, adv, v, v, v, normalise_advantages=False, ent_coef=0.0)
     out.policy.backward()
     assert logits.grad is not None and torch.count_nonzero(logits.grad) == 0
     assert out.clip_fraction == 1.0
 
 
 def _prompt(named: str) -> str:
-    from llmrl.roles.policy import BABYAI_ACTIONS, glam_prompt
+    from llmrl.envs.babyai_text import ACTIONS as BABYAI_ACTIONS
+    from llmrl.roles.policy import glam_prompt
 
     return glam_prompt(BABYAI_ACTIONS, "do the rewarded action", [[f"The rewarded action is {named}"]], [])
 
@@ -45,12 +46,13 @@ def _prompt(named: str) -> str:
 def test_a_few_lora_ppo_updates_raise_the_named_actions_probability():
     """One-step episodes whose observation names the rewarded action (reward 1 if taken)."""
     from llmrl.lm import load_model
-    from llmrl.roles.policy import BABYAI_ACTIONS, LMActorCritic
+    from llmrl.envs.babyai_text import ACTIONS as BABYAI_ACTIONS
+    from llmrl.roles.policy import LMActorCritic
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     lm = load_model("gemma-3-270m", dtype="fp32")
-    policy = LMActorCritic(lm)
+    policy = LMActorCritic(lm, BABYAI_ACTIONS)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     assert 0 < sum(p.numel() for p in trainable) < 0.05 * sum(p.numel() for p in policy.parameters())
     optim = torch.optim.Adam(trainable, lr=1e-3)

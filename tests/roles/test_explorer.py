@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from llmrl.envs import crafter_text as ct
-from llmrl.lm.base import Generation, LanguageModel
 from llmrl.roles.explorer import (
     ELLMVectorWrapper,
     ELLMWrapper,
@@ -14,6 +13,8 @@ from llmrl.roles.explorer import (
     normalise_goal,
     parse_goals,
 )
+
+from fakes import ScriptedLM
 
 CAPTIONS = [ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS]
 
@@ -66,7 +67,7 @@ def feasible(*names):
 
 @pytest.fixture(scope="module")
 def oracle():
-    return GoalExplorer(ExplorerConfig(source="oracle"), 2, goal_captions=CAPTIONS)
+    return GoalExplorer("oracle", 2, goal_captions=CAPTIONS)
 
 
 def test_matching_transition_pays_its_similarity_once_per_episode(oracle):
@@ -89,8 +90,8 @@ def test_failed_or_silent_actions_pay_nothing(oracle):
 
 
 def test_threshold_decides_whether_a_near_match_pays():
-    near = GoalExplorer(ExplorerConfig(source="oracle", threshold=0.5), 1, goal_captions=CAPTIONS)
-    strict = GoalExplorer(ExplorerConfig(source="oracle", threshold=0.99), 1, goal_captions=CAPTIONS)
+    near = GoalExplorer("oracle", 1, ExplorerConfig(threshold=0.5), goal_captions=CAPTIONS)
+    strict = GoalExplorer("oracle", 1, ExplorerConfig(threshold=0.99), goal_captions=CAPTIONS)
     sim = float(near.embed(["chop trees"])[0] @ near.embed(["chop tree"])[0])
     assert 0.5 < sim < 0.99
     for explorer in (near, strict):
@@ -100,14 +101,14 @@ def test_threshold_decides_whether_a_near_match_pays():
 
 
 def test_novelty_proposes_every_achievement_not_yet_unlocked():
-    explorer = GoalExplorer(ExplorerConfig(source="novelty"), 1, goal_captions=CAPTIONS)
+    explorer = GoalExplorer("novelty", 1, goal_captions=CAPTIONS)
     (goals,) = explorer.suggest([info(achievements=feasible("collect_wood", "wake_up"))])
     assert "chop tree" not in goals and "sleep" not in goals
     assert "place table" in goals and len(goals) == len(set(CAPTIONS)) - 2
 
 
 def test_none_source_suggests_nothing_and_pays_nothing():
-    explorer = GoalExplorer(ExplorerConfig(source="none"), 1)
+    explorer = GoalExplorer("none", 1)
     assert explorer.suggest([info()]) == [()]
     assert explorer.reward([info("chop tree")]).tolist() == [0.0]
 
@@ -122,41 +123,25 @@ def test_goal_vectors_are_mean_embeddings_and_zero_without_goals(oracle):
 
 def test_bad_settings_name_the_fix():
     with pytest.raises(ValueError, match="source"):
-        ExplorerConfig(source="curiosity")
+        GoalExplorer("curiosity", 1)
     with pytest.raises(ValueError, match="language model"):
-        GoalExplorer(ExplorerConfig(source="llm"), 1)
+        GoalExplorer("llm", 1)
     with pytest.raises(ValueError, match="goal_captions"):
-        GoalExplorer(ExplorerConfig(source="oracle"), 1)
+        GoalExplorer("oracle", 1)
 
 
 # ------------------------------------------------------------------------------ the LM path
-class ScriptedLM(LanguageModel):
-    """Replies from a table: stands in only to make the LM misbehave on purpose."""
-
-    name = "scripted"
-
-    def __init__(self, replies):
-        super().__init__()
-        self.replies, self.prompts = replies, []
-
-    def score(self, contexts, candidates):
-        raise NotImplementedError
-
-    def generate(self, prompts, **kwargs):
-        self.prompts += list(prompts)
-        return [Generation(p, (self.replies[p.rsplit("\n\n", 1)[-1]],)) for p in prompts]
-
-
 def test_malformed_lm_output_is_counted_never_raised():
     lm = ScriptedLM({"A. What do you do?\n": "- chop tree\n- eat cow",
                      "B. What do you do?\n": "Sure! Here is what I would do:"})
-    explorer = GoalExplorer(ExplorerConfig(source="llm"), 2, lm=lm)
+    explorer = GoalExplorer("llm", 2, lm=lm)
     assert explorer.suggest([info(caption="A."), info(caption="B.")]) == [("chop tree", "eat cow"), ()]
     assert explorer.stats.malformed == 1
     explorer.suggest([info(caption="A."), info(caption="A.")])
     assert len(lm.prompts) == 2  # each caption is asked once
 
 
+@pytest.mark.slow
 def test_real_lm_suggests_goals_through_the_cache(tmp_path):
     from llmrl.lm import load_model
     from llmrl.lm.cache import CachedLM
@@ -164,12 +149,12 @@ def test_real_lm_suggests_goals_through_the_cache(tmp_path):
     lm = CachedLM(load_model("gemma-3-270m"), tmp_path / "cache.sqlite")
     captions = ["You see grass and tree. You are targeting tree. You feel hungry.",
                 "You see sand and water. You are targeting water. You feel thirsty."]
-    explorer = GoalExplorer(ExplorerConfig(source="llm", max_new_tokens=24), 2, lm=lm)
+    explorer = GoalExplorer("llm", 2, ExplorerConfig(max_new_tokens=24), lm=lm)
     explorer.prefetch(captions)
     goals = explorer.suggest([info(caption=c) for c in captions])
     assert all(goals) and all(1 <= len(g.split()) <= 6 for gs in goals for g in gs)
     assert explorer.stats.lm_new_prompts == 2 and explorer.stats.lm_seconds > 0
-    again = GoalExplorer(ExplorerConfig(source="llm", max_new_tokens=24), 2, lm=lm)
+    again = GoalExplorer("llm", 2, ExplorerConfig(max_new_tokens=24), lm=lm)
     assert again.suggest([info(caption=c) for c in captions]) == goals
     assert again.stats.lm_new_prompts == 0  # answered by the persistent cache
     assert again.stats.as_dict()["lm_cache_hit_rate"] == 1.0
@@ -178,7 +163,7 @@ def test_real_lm_suggests_goals_through_the_cache(tmp_path):
 # ------------------------------------------------------------------------------ wrappers
 def test_wrapper_adds_the_oracle_reward_to_a_crafter_step(scene):
     env = ELLMWrapper(ct.CrafterTextEnv(reward="none"),
-                      GoalExplorer(ExplorerConfig(source="oracle"), 1, goal_captions=CAPTIONS))
+                      GoalExplorer("oracle", 1, goal_captions=CAPTIONS))
     env.reset(seed=5)
     base = env.unwrapped
     scene.clear(base)
@@ -189,9 +174,10 @@ def test_wrapper_adds_the_oracle_reward_to_a_crafter_step(scene):
     assert reward == pytest.approx(1.0, abs=1e-5) and step_info["intrinsic"] == reward
 
 
+@pytest.mark.slow
 def test_vector_wrapper_rewards_every_env_and_resets_goals_per_episode():
     envs = ct.make_vec(2, asynchronous=False, length=6, reward="none")
-    explorer = GoalExplorer(ExplorerConfig(source="novelty"), 2, goal_captions=CAPTIONS)
+    explorer = GoalExplorer("novelty", 2, goal_captions=CAPTIONS)
     wrapped = ELLMVectorWrapper(envs, explorer)
     _, infos = wrapped.reset(seed=[0, 1])
     assert len(infos["goals"][0]) == len(set(CAPTIONS))

@@ -19,18 +19,8 @@ the observation features before the Q head. The pieces, in the order a training 
 Schedules count env transitions: a vector step of ``n_envs`` envs adds ``n_envs`` of them.
 :func:`gradient_steps` says how many updates a vector step owes (``train_frequency`` transitions
 per update, remainders carried over) and :func:`target_sync_due` whether it crossed a multiple of
-``target_update``. A loop (see tests/rl/test_dqn.py for a complete one on CartPole)::
-
-    a = agent.act(obs, rng, epsilon(config, t))
-    next_obs, r, term, trunc, info = envs.step(a)
-    replay.add(obs, a, r, final_next_obs, term, trunc)   # true final obs where an episode ended
-    t, obs = t + n_envs, next_obs
-    n, carry = gradient_steps(config, n_envs, carry)
-    if t >= config.learning_starts:
-        for _ in range(n):
-            agent.update(replay.sample(config.batch_size, rng))
-    if target_sync_due(config, t - n_envs, t):
-        agent.sync_target()
+``target_update``. :class:`llmrl.rl.offpolicy.OffPolicyLoop` puts the pieces together over any
+Gymnasium vector environment (tests/rl/test_offpolicy.py trains it on CartPole).
 """
 
 from __future__ import annotations
@@ -46,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from llmrl.rl.networks import mlp
 
 
 # --------------------------------------------------------------------------- configuration
@@ -82,8 +74,6 @@ class DQNConfig:
     """Gradients are clipped to this global L2 norm (math.inf: no clipping)."""
     double: bool = True
     """True: Double DQN (the online net picks a', the target net values it); False: max_a Q_target."""
-    goal_dim: int = 0
-    """Size of the goal vector the Q-network is conditioned on (ELLM: a 384-d embedding); 0 = no goal."""
     goal_hidden: int = 64
     """Width of the linear projection of the goal before it joins the observation features."""
 
@@ -111,8 +101,6 @@ class DQNConfig:
             raise ValueError(f"hidden_sizes must be positive layer widths, got {self.hidden_sizes}")
         if not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive (math.inf disables clipping), got {self.max_grad_norm}")
-        if self.goal_dim < 0:
-            raise ValueError(f"goal_dim must be 0 (no goal) or the goal vector's size, got {self.goal_dim}")
 
 
 def epsilon(config: DQNConfig, t: int) -> float:
@@ -137,21 +125,13 @@ def target_sync_due(config: DQNConfig, t_before: int, t_after: int) -> bool:
 
 
 # --------------------------------------------------------------------------- networks
-def _mlp(in_dim: int, hidden_sizes: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden_sizes:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
-        in_dim = h
-    return nn.Sequential(*layers)
-
-
 class MLPEncoder(nn.Module):
     """Float observation vectors (B, obs_dim) through ReLU layers; ``out_dim`` is the last width."""
 
     def __init__(self, obs_dim: int, hidden_sizes: Sequence[int] = (256, 256)) -> None:
         super().__init__()
         self.obs_dim = obs_dim
-        self.net = _mlp(obs_dim, hidden_sizes)
+        self.net = mlp(obs_dim, hidden_sizes)
         self.out_dim = hidden_sizes[-1] if len(hidden_sizes) else obs_dim
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -179,7 +159,7 @@ class GridEncoder(nn.Module):
         self.n_extra, self.extra_scale = n_extra, extra_scale
         self.n_cells = int(np.prod(grid_shape))
         in_dim = self.n_cells * n_classes + n_extra
-        self.net = _mlp(in_dim, hidden_sizes)
+        self.net = mlp(in_dim, hidden_sizes)
         self.out_dim = hidden_sizes[-1] if len(hidden_sizes) else in_dim
 
     def one_hot(self, obs: torch.Tensor) -> torch.Tensor:
@@ -382,17 +362,8 @@ class NStepReplay:
 class DQN:
     """Online and target Q-networks and their Adam optimiser; ``update`` is one TD step on a replay batch."""
 
-    def __init__(
-        self, q_network: QNetwork, n_actions: int, config: DQNConfig, device: str | torch.device = "cpu"
-    ) -> None:
-        if q_network.n_actions != n_actions:
-            raise ValueError(f"the Q-network has {q_network.n_actions} outputs but n_actions is {n_actions}")
-        if q_network.goal_dim != config.goal_dim:
-            raise ValueError(
-                f"the Q-network takes goals of size {q_network.goal_dim} but config.goal_dim is {config.goal_dim}; "
-                "build both with the same goal_dim"
-            )
-        self.config, self.n_actions, self.device = config, n_actions, torch.device(device)
+    def __init__(self, q_network: QNetwork, config: DQNConfig, device: str | torch.device = "cpu") -> None:
+        self.config, self.n_actions, self.device = config, q_network.n_actions, torch.device(device)
         self.q = q_network.to(self.device)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.optim = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)

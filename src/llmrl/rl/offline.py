@@ -20,10 +20,7 @@ continues a killed run bit-exactly.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
-import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -37,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmrl.data.episodes import Transitions
-from llmrl.runs import atomic_torch_save
+from llmrl.rl.networks import mlp
+from llmrl.runs import RunFolder, atomic_torch_save
 
 ALGOS = ("bc", "cql", "iql")
 
@@ -57,7 +55,7 @@ class OfflineConfig:
     """Adam learning rate (one optimiser over all networks of the algorithm)."""
     gamma: float = 0.99
     """Discount factor (cql, iql)."""
-    n_steps: int = 20_000
+    gradient_steps: int = 20_000
     """Gradient steps. KALM ran 500k; on 2 CPU cores 20k-50k is the practical range."""
     seed: int = 0
     """Seeds the network initialisation and the batch sampler."""
@@ -94,7 +92,7 @@ class OfflineConfig:
             raise ValueError(f"mix_ratio must lie in [0, 1], got {self.mix_ratio}")
         if not 0.0 < self.target_tau <= 1.0:
             raise ValueError(f"target_tau must lie in (0, 1], got {self.target_tau}")
-        for name in ("batch_size", "n_steps", "target_update_interval", "log_every", "checkpoint_every"):
+        for name in ("batch_size", "gradient_steps", "target_update_interval", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -111,15 +109,6 @@ PRESETS: dict[str, OfflineConfig] = {
 
 
 # --------------------------------------------------------------------------- networks
-def mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden_sizes:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
-        in_dim = h
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
-
-
 def build_networks(algo: str, in_dim: int, n_actions: int, hidden_sizes: tuple[int, ...]) -> nn.ModuleDict:
     """bc: policy logits; cql: Q(s, ·); iql: Q(s, ·), V(s) and policy logits."""
     if algo == "bc":
@@ -380,6 +369,10 @@ class OfflineAgent:
 
 
 # --------------------------------------------------------------------------- training
+PROGRESS_KEY = "step"
+_RESUMABLE = ("gradient_steps", "log_every", "checkpoint_every")  # may change between resumes
+
+
 def train_offline(
     config: OfflineConfig,
     real: Transitions,
@@ -393,8 +386,10 @@ def train_offline(
     """Train ``config.algo`` on ``real`` (and ``imaginary``) transitions; returns the agent.
 
     ``goal_embeddings[i]`` embeds ``real.goals[i]``; ``imaginary_goal_embeddings`` the same for
-    ``imaginary`` (leave it None when both share one goal list). ``progress(step, row)`` is called
-    with every progress.csv row, after that step's checkpoint.
+    ``imaginary`` (leave it None when both share one goal list). With ``out_dir`` the run writes a
+    run folder (:mod:`llmrl.runs`: config.json, progress.csv, checkpoints/latest.pt, agent.pt) and
+    ``resume=True`` continues it bit-exactly. ``progress(step, row)`` is called with every
+    progress row, after that step's checkpoint.
     """
     sampler = BatchSampler(
         real, goal_embeddings, imaginary, imaginary_goal_embeddings, config.batch_size, config.mix_ratio, config.device
@@ -403,124 +398,96 @@ def train_offline(
     n_actions = config.n_actions or hi + 1
     if lo < 0 or hi >= n_actions:
         raise ValueError(f"actions must lie in [0, {n_actions}); the data holds [{lo}, {hi}]: set config.n_actions")
-    obs_dim, goal_dim = real.obs_dim, sampler.goal_embeddings.shape[1]
-    fingerprint = _fingerprint(sampler)
-
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-        torch.manual_seed(config.seed)
-        nets = build_networks(config.algo, sampler.input_dim, n_actions, config.hidden_sizes).to(config.device)
-    target = copy.deepcopy(nets).requires_grad_(False) if config.algo in ("cql", "iql") else None
-    optim = torch.optim.Adam(nets.parameters(), lr=config.learning_rate)
-    generator = torch.Generator(device=config.device).manual_seed(config.seed)
-    loss_fn, log_keys = LOSSES[config.algo], LOG_KEYS[config.algo]
-    sums = torch.zeros(len(log_keys), device=config.device)
-    n_summed, start, wall_offset = 0, 0, 0.0
-
-    run = Path(out_dir) if out_dir is not None else None
-    ckpt_path = run / "checkpoints" / "latest.pt" if run is not None else None
-    if run is not None:
-        if resume and ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location=config.device, weights_only=False)
-            _check_resumable(run, ckpt, config, fingerprint)
-            nets.load_state_dict(ckpt["nets"])
-            if target is not None:
-                target.load_state_dict(ckpt["target"])
-            optim.load_state_dict(ckpt["optim"])
-            generator.set_state(ckpt["generator"].cpu())
-            sums, n_summed = ckpt["sums"].to(config.device), ckpt["n_summed"]
-            start, wall_offset = ckpt["step"], ckpt["wall_s"]
-        elif (run / "progress.csv").exists() and not resume:
-            raise FileExistsError(f"{run} already holds a run: pass resume=True to continue it, or use a new out_dir")
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-        run_config = {"recipe": f"offline_{config.algo}", **asdict(config)}
-        (run / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
-        log = _ProgressLog(run / "progress.csv", log_keys, start)
-
-    t0, t_last, step_last = time.perf_counter(), time.perf_counter(), start
-    nets.train()
-    for step in range(start + 1, config.n_steps + 1):
-        batch = sampler.sample(generator)
-        losses = loss_fn(nets, target, batch, config)
-        optim.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optim.step()
-        if target is not None and step % config.target_update_interval == 0:
-            update_target(nets, target, config.target_tau)
-        sums += torch.stack([losses[k].detach() for k in log_keys])  # no host sync per step
-        n_summed += 1
-
-        last = step == config.n_steps
-        row = None
-        if step % config.log_every == 0 or last:
-            now = time.perf_counter()
-            row = {
-                "step": step,
-                "wall_s": wall_offset + now - t0,
-                "steps_per_s": (step - step_last) / max(now - t_last, 1e-9),
-                **dict(zip(log_keys, (sums / n_summed).tolist())),
-            }
-            t_last, step_last = now, step
-            sums.zero_()
-            n_summed = 0
-            if run is not None:
-                log.write(row)
-        if run is not None and (step % config.checkpoint_every == 0 or last):
-            atomic_torch_save(ckpt_path, dict(
-                step=step,
-                config=asdict(config),
-                fingerprint=fingerprint,
-                nets=nets.state_dict(),
-                target=target.state_dict() if target is not None else None,
-                optim=optim.state_dict(),
-                generator=generator.get_state(),
-                sums=sums,
-                n_summed=n_summed,
-                wall_s=wall_offset + time.perf_counter() - t0))
+    learner = _Learner(config, sampler, n_actions)
+    folder = log = None
+    if out_dir is not None:
+        folder = RunFolder(out_dir, "offline", config, resume=resume, may_change=_RESUMABLE,
+                           identity={"label": f"offline-{config.algo}", "seed": config.seed})
+        ckpt = folder.load_checkpoint()
+        if ckpt is not None:
+            if ckpt["fingerprint"] != learner.fingerprint:
+                raise ValueError(f"{folder.path} was trained on other data (dataset fingerprint differs); "
+                                 "resume with the same data")
+            learner.load_state_dict(ckpt)
+        log = folder.progress((PROGRESS_KEY, "wall_s", "steps_per_s", *LOG_KEYS[config.algo]), key=PROGRESS_KEY,
+                              resume_at=learner.step, tensorboard=False)
+    while learner.step < config.gradient_steps:
+        learner.train_step()
+        last = learner.step == config.gradient_steps
+        row = learner.row() if learner.step % config.log_every == 0 or last else None
+        if row is not None and log is not None:
+            log.write(row)
+        if folder is not None and (learner.step % config.checkpoint_every == 0 or last):
+            folder.save_checkpoint(learner.state_dict())
         if row is not None and progress is not None:
-            progress(step, row)
-
-    agent = OfflineAgent(replace(config, n_actions=n_actions), nets, obs_dim, goal_dim, n_actions)
-    if run is not None:
-        agent.save(run / "agent.pt")
+            progress(learner.step, row)
+    if log is not None:
+        log.close()
+    agent = OfflineAgent(replace(config, n_actions=n_actions), learner.nets, real.obs_dim,
+                         sampler.goal_embeddings.shape[1], n_actions)
+    if folder is not None:
+        agent.save(folder.path / "agent.pt")
+        folder.finish({"gradient_steps": learner.step})
     return agent
 
 
-# --------------------------------------------------------------------------- run-folder helpers
-class _ProgressLog:
-    """progress.csv, cut back to the checkpoint's step when a run resumes."""
+class _Learner:
+    """The networks, optimiser and sampler of one offline run, stepped one batch at a time."""
 
-    def __init__(self, path: Path, log_keys: tuple[str, ...], resume_step: int) -> None:
-        self.path, self.columns = path, ("step", "wall_s", "steps_per_s", *log_keys)
-        rows = []
-        if resume_step and path.exists():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, self.columns)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
+    def __init__(self, config: OfflineConfig, sampler: BatchSampler, n_actions: int) -> None:
+        self.config, self.sampler = config, sampler
+        self.fingerprint = _fingerprint(sampler)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(config.seed)
+            self.nets = build_networks(config.algo, sampler.input_dim, n_actions, config.hidden_sizes).to(config.device)
+        self.target = copy.deepcopy(self.nets).requires_grad_(False) if config.algo in ("cql", "iql") else None
+        self.optim = torch.optim.Adam(self.nets.parameters(), lr=config.learning_rate)
+        self.generator = torch.Generator(device=config.device).manual_seed(config.seed)
+        self.loss_fn, self.log_keys = LOSSES[config.algo], LOG_KEYS[config.algo]
+        self.sums = torch.zeros(len(self.log_keys), device=config.device)
+        self.n_summed, self.step, self.wall_offset = 0, 0, 0.0
+        self.t0 = self.t_last = time.perf_counter()
+        self.step_last = 0
+        self.nets.train()
 
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.columns).writerow(
-                {k: f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v for k, v in row.items()}
-            )
+    def train_step(self) -> None:
+        c = self.config
+        losses = self.loss_fn(self.nets, self.target, self.sampler.sample(self.generator), c)
+        self.optim.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optim.step()
+        self.step += 1
+        if self.target is not None and self.step % c.target_update_interval == 0:
+            update_target(self.nets, self.target, c.target_tau)
+        self.sums += torch.stack([losses[k].detach() for k in self.log_keys])  # no host sync per step
+        self.n_summed += 1
 
+    def row(self) -> dict[str, float]:
+        """The mean losses since the last row, and the speed."""
+        now = time.perf_counter()
+        row = {PROGRESS_KEY: self.step, "wall_s": self.wall_offset + now - self.t0,
+               "steps_per_s": (self.step - self.step_last) / max(now - self.t_last, 1e-9),
+               **dict(zip(self.log_keys, (self.sums / self.n_summed).tolist()))}
+        self.t_last, self.step_last = now, self.step
+        self.sums.zero_()
+        self.n_summed = 0
+        return row
 
-_RESUMABLE = {"n_steps", "log_every", "checkpoint_every"}  # may change between resumes
+    def state_dict(self) -> dict[str, Any]:
+        return dict(step=self.step, fingerprint=self.fingerprint,
+                    nets=self.nets.state_dict(), target=self.target.state_dict() if self.target is not None else None,
+                    optim=self.optim.state_dict(), generator=self.generator.get_state(), sums=self.sums,
+                    n_summed=self.n_summed, wall_s=self.wall_offset + time.perf_counter() - self.t0)
 
-
-def _check_resumable(run: Path, ckpt: dict[str, Any], config: OfflineConfig, fingerprint: str) -> None:
-    saved, now = ckpt["config"], asdict(config)
-    diff = [k for k, v in now.items() if k not in _RESUMABLE and saved.get(k) != v]
-    if diff:
-        raise ValueError(
-            f"{run} was trained with other settings ({', '.join(diff)}); resume with the same ones or use a new out_dir"
-        )
-    if ckpt["fingerprint"] != fingerprint:
-        raise ValueError(f"{run} was trained on other data (dataset fingerprint differs); resume with the same data")
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.nets.load_state_dict(ckpt["nets"])
+        if self.target is not None:
+            self.target.load_state_dict(ckpt["target"])
+        self.optim.load_state_dict(ckpt["optim"])
+        self.generator.set_state(ckpt["generator"].cpu())
+        self.sums, self.n_summed = ckpt["sums"].to(self.config.device), ckpt["n_summed"]
+        self.step = self.step_last = ckpt["step"]
+        self.wall_offset = ckpt["wall_s"]
 
 
 def _fingerprint(sampler: BatchSampler) -> str:

@@ -22,13 +22,15 @@ here one-hot their ids or scale images to [0, 1] themselves.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from llmrl.rl.networks import mlp
 
 
 @dataclass
@@ -98,15 +100,6 @@ class RunningMeanStd:
         self.mean, self.var, self.count = np.array(state["mean"]), np.array(state["var"]), float(state["count"])
 
 
-def _head(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden_sizes:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
-        in_dim = h
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
-
-
 class RND:
     """The RND bonus: ``intrinsic_reward(obs)`` for a batch, ``update(obs)`` trains the predictor.
 
@@ -129,7 +122,7 @@ class RND:
         self.target = nn.Sequential(target_encoder, nn.Linear(target_encoder.out_dim, c.out_dim)).to(self.device)
         self.target.requires_grad_(False)
         self.predictor = nn.Sequential(
-            predictor_encoder, _head(predictor_encoder.out_dim, c.hidden_sizes, c.out_dim)
+            predictor_encoder, mlp(predictor_encoder.out_dim, c.hidden_sizes, c.out_dim)
         ).to(self.device)
         self.optim = torch.optim.Adam(self.predictor.parameters(), lr=c.learning_rate)
         self.reward_rms = RunningMeanStd()
@@ -182,3 +175,32 @@ class RND:
         self.predictor.load_state_dict(state["predictor"])
         self.optim.load_state_dict(state["optim"])
         self.reward_rms.load_state_dict(state["reward_rms"])
+
+
+class RNDBonus:
+    """RND as the intrinsic reward of :class:`llmrl.rl.offpolicy.OffPolicyLoop`: each step's next
+    observations are scored when the step is taken, and the predictor trains on every replay batch."""
+
+    def __init__(self, rnd: RND) -> None:
+        self.rnd = rnd
+
+    def begin(self, infos: Any) -> None:
+        pass
+
+    def observe(self, step: Any, next_infos: Any) -> None:
+        step.extra["rnd"] = self.rnd.intrinsic_reward(step.next_obs)
+
+    def ready(self) -> bool:
+        return True
+
+    def prepare(self) -> None:
+        pass
+
+    def reward(self, step: Any) -> np.ndarray:
+        return step.extra["rnd"]
+
+    def end_episode(self, i: int) -> None:
+        pass
+
+    def learn(self, batch: dict[str, torch.Tensor]) -> None:
+        self.rnd.update(batch["obs"])

@@ -6,7 +6,7 @@ one of those goals (cosine similarity of MiniLM embeddings above a threshold). E
 most once per episode, and only when the action succeeded. The LM never sees a reward and is
 never trained; it only says what a person would find worth doing here.
 
-Goal sources (``GoalExplorer(source=...)``), all paid by the same rule:
+Goal sources (``GoalExplorer(source, ...)``), all paid by the same rule:
 
 * ``"llm"``     — the LM's suggestions (ELLM);
 * ``"novelty"`` — every achievement not yet unlocked this episode (ELLM's novelty baseline);
@@ -15,8 +15,11 @@ Goal sources (``GoalExplorer(source=...)``), all paid by the same rule:
 
 Captions come from the environment's ``info``: ``caption`` (state), ``transition_caption`` ("" when
 the action did nothing) and, for the baselines, ``achievements`` / ``feasible`` masks over an
-achievement list whose captions ``goal_captions`` gives. ``ELLMWrapper`` and
-``ELLMVectorWrapper`` add the reward to any Gymnasium environment that provides them.
+achievement list whose captions ``goal_captions`` gives. The reward plugs into a run in either of
+two ways: as a Gymnasium wrapper (``ELLMWrapper``, ``ELLMVectorWrapper``) on any environment that
+provides those infos, one LM call per step; or as the intrinsic reward of an off-policy learner
+(:class:`GoalBonus`, for :class:`llmrl.rl.offpolicy.OffPolicyLoop`), which labels lazily so one
+LM call answers many captions.
 
 LM and embedding calls go through :class:`llmrl.lm.cache.CachedLM` when given one; every call is
 counted and timed (``GoalExplorer.stats``) so a run can report its cache hit rate and the LM's
@@ -27,13 +30,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from llmrl.envs.vector import unstack_infos
 from llmrl.lm.base import LanguageModel
 
 SOURCES = ("llm", "novelty", "oracle", "none")
@@ -99,10 +103,8 @@ def parse_goals(text: str, max_goals: int = 8, max_words: int = 6) -> list[str] 
 
 @dataclass
 class ExplorerConfig:
-    """How goals are suggested and paid."""
+    """How goals are suggested, paid and (for the LM) batched."""
 
-    source: str = "llm"
-    """Where goals come from: "llm", "novelty", "oracle" or "none"."""
     threshold: float = 0.99
     """Pay only when the best cosine similarity exceeds this (ELLM's Crafter value: 0.99)."""
     max_new_tokens: int = 32
@@ -111,12 +113,19 @@ class ExplorerConfig:
     """ELLM samples at 0.1; greedy (0) makes suggestions a function of the caption, so the cache holds."""
     max_goals: int = 8
     """Goals kept from one reply."""
+    lm_batch: int = 16
+    """New captions per LM call when labelling lazily (:class:`GoalBonus`)."""
+    max_lag: int = 64
+    """Vector steps a transition may wait for its LM label when labelling lazily."""
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+        for name in ("max_goals", "lm_batch", "max_lag"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_new_tokens < 1 or self.temperature < 0:
+            raise ValueError("max_new_tokens must be at least 1 and temperature at least 0")
 
 
 @dataclass
@@ -148,28 +157,38 @@ class GoalExplorer:
     :meth:`reward` with the infos the step returned; :meth:`end_episode` forgets what was paid.
 
     Args:
-        config: an :class:`ExplorerConfig`.
+        source: where goals come from: "llm", "novelty", "oracle" or "none".
         n_envs: environments in the batch.
+        config: an :class:`ExplorerConfig` (defaults: ELLM's).
         lm: the frozen LM (needed for source "llm"); also the embedder for every source.
         goal_captions: for "novelty" and "oracle", the caption of each entry of the
             ``achievements`` / ``feasible`` masks (Crafter-Text: ``ACHIEVEMENT_CAPTIONS``).
+        prompt: caption -> the LM's prompt (default: ELLM's Crafter prompt, :func:`goal_prompt`;
+            another environment brings its own examples, e.g. ``partial(goal_prompt, header=...,
+            examples=...)``).
     """
 
     def __init__(
         self,
-        config: ExplorerConfig,
+        source: str,
         n_envs: int,
+        config: ExplorerConfig | None = None,
         lm: LanguageModel | None = None,
         goal_captions: Sequence[str] = (),
+        prompt: Callable[[str], str] | None = None,
     ) -> None:
-        if config.source == "llm" and lm is None:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if source == "llm" and lm is None:
             raise ValueError("source 'llm' needs a language model: pass lm=load_model(...)")
-        if config.source in ("novelty", "oracle") and not goal_captions:
-            raise ValueError(f"source {config.source!r} needs goal_captions, one per achievement mask entry")
-        self.config = config
+        if source in ("novelty", "oracle") and not goal_captions:
+            raise ValueError(f"source {source!r} needs goal_captions, one per achievement mask entry")
+        self.source = source
+        self.config = config or ExplorerConfig()
         self.n_envs = n_envs
         self.lm = lm
         self.goal_captions = tuple(goal_captions)
+        self.prompt = prompt or goal_prompt
         self.stats = ExplorerStats()
         self._suggestions: dict[str, tuple[str, ...]] = {}  # caption -> goals, this process
         self._vectors: dict[str, np.ndarray] = {}  # text -> unit embedding, this process
@@ -179,7 +198,7 @@ class GoalExplorer:
     # ------------------------------------------------------------------ goals
     def suggest(self, infos: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         """Goals for each environment's current state (kept until the next call)."""
-        source = self.config.source
+        source = self.source
         if source == "none":
             goals = [() for _ in infos]
         elif source == "llm":
@@ -215,7 +234,7 @@ class GoalExplorer:
         start = time.perf_counter()
         hits_before = self.lm.stats.cache_hits
         replies = self.lm.generate(
-            [goal_prompt(c) for c in todo],
+            [self.prompt(c) for c in todo],
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             stop=["\n\n"],
@@ -250,8 +269,15 @@ class GoalExplorer:
             self.stats.embed_seconds += time.perf_counter() - start
             self._vectors.update(zip(todo, vectors))
         if not texts:
-            return np.zeros((0, 384), np.float32)
+            return np.zeros((0, self.embedding_dim), np.float32)
         return np.stack([self._vectors[t] for t in texts])
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the goal embeddings (read from the embedder, not assumed)."""
+        if not self._vectors:
+            self.embed(["goal"])
+        return len(next(iter(self._vectors.values())))
 
     def reward(self, infos: Sequence[dict[str, Any]]) -> np.ndarray:
         """ELLM's intrinsic reward for the step just taken, against the goals of :meth:`suggest`."""
@@ -282,17 +308,67 @@ class GoalExplorer:
         """The mean embedding of each environment's goals (zeros without goals): what a
         goal-conditioned agent reads."""
         goals = self.goals if goals is None else goals
-        out = np.zeros((len(goals), 384), np.float32)
+        out = np.zeros((len(goals), self.embedding_dim), np.float32)
         for i, gs in enumerate(goals):
             if gs:
                 out[i] = self.embed(list(gs)).mean(axis=0)
         return out
 
 
-def per_env_infos(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """A vector env's dict of arrays -> one dict per environment (for the keys explorers read)."""
-    keys = ("caption", "transition_caption", "action_success", "achievements", "feasible")
-    return [{k: infos[k][i] for k in keys if k in infos} for i in range(n)]
+class GoalBonus:
+    """ELLM's reward as the intrinsic reward of an off-policy learner
+    (:class:`llmrl.rl.offpolicy.Bonus`), with the LM's goals asked for lazily.
+
+    The agent does not need its goals to act (unless goal-conditioned), only the reward does, and
+    a transition's reward is needed only when it enters the replay. So with ``lazy=True`` new
+    state captions accumulate (``ready`` once ``lm_batch`` are waiting, or the learner's
+    ``max_lag`` runs out) and one batched ``generate`` answers all of them in ``prepare``; the
+    waiting transitions are then paid in order, each what it would have been paid at once (the
+    learner's updates wait with them: see :mod:`llmrl.rl.offpolicy`). Generation on a CPU costs
+    about the same for 8 prompts as for one (docs/benchmarks.md).
+    """
+
+    def __init__(self, explorer: GoalExplorer, lazy: bool = True, lm_threads: int = 0) -> None:
+        self.explorer = explorer
+        self.lazy = lazy and explorer.source == "llm"
+        self.lm_threads = lm_threads
+        self.unknown: set[str] = set()
+
+    def _note(self, infos: Sequence[dict[str, Any]]) -> None:
+        if self.lazy:
+            self.unknown.update(self.explorer.unknown([info["caption"] for info in infos]))
+
+    def begin(self, infos: Sequence[dict[str, Any]]) -> None:
+        self._note(infos)
+
+    def observe(self, step: Any, next_infos: Sequence[dict[str, Any]]) -> None:
+        self._note(next_infos)
+
+    def ready(self) -> bool:
+        return not self.lazy or len(self.unknown) >= self.explorer.config.lm_batch
+
+    def prepare(self) -> None:
+        if not self.unknown:
+            return
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.lm_threads or threads)  # the env workers idle while the LM writes
+        try:
+            self.explorer.prefetch(sorted(self.unknown))
+        finally:
+            torch.set_num_threads(threads)
+        self.unknown.clear()
+
+    def reward(self, step: Any) -> np.ndarray:
+        self.explorer.suggest(step.state_infos)
+        return self.explorer.reward(step.infos)
+
+    def end_episode(self, i: int) -> None:
+        self.explorer.end_episode(i)
+
+    def learn(self, batch: Any) -> None:
+        pass
 
 
 class ELLMWrapper(gym.Wrapper):
@@ -349,22 +425,22 @@ class ELLMVectorWrapper(gym.vector.VectorWrapper):
         obs, infos = self.env.reset(**kwargs)
         for i in range(self.num_envs):
             self.explorer.end_episode(i)
-        infos["goals"] = _as_objects(self.explorer.suggest(per_env_infos(infos, self.num_envs)))
+        infos["goals"] = _as_objects(self.explorer.suggest(unstack_infos(infos, self.num_envs)))
         return obs, infos
 
     def step(self, actions):
         obs, rewards, terminated, truncated, infos = self.env.step(actions)
         done = np.logical_or(terminated, truncated)
         # A finished episode's last transition is in final_info; infos already holds the new episode.
-        step_infos = per_env_infos(infos, self.num_envs)
+        step_infos = unstack_infos(infos, self.num_envs)
         if done.any():
-            final = per_env_infos(infos["final_info"], self.num_envs)
+            final = unstack_infos(infos["final_info"], self.num_envs)
             step_infos = [final[i] if done[i] else step_infos[i] for i in range(self.num_envs)]
         intrinsic = self.explorer.reward(step_infos)
         for i in np.flatnonzero(done):
             self.explorer.end_episode(int(i))
         infos["intrinsic"] = intrinsic
-        infos["goals"] = _as_objects(self.explorer.suggest(per_env_infos(infos, self.num_envs)))
+        infos["goals"] = _as_objects(self.explorer.suggest(unstack_infos(infos, self.num_envs)))
         return obs, self.weights[0] * rewards + self.weights[1] * intrinsic, terminated, truncated, infos
 
 
