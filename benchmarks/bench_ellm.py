@@ -63,7 +63,7 @@ def vector_speed(steps: int, n_envs: int) -> dict[bool, float]:
 def record(steps: int, n_envs: int) -> tuple[list[list[dict]], float]:
     """A random agent's infos: per vector step, the state infos and the transition infos."""
     from llmrl.envs import crafter_text as ct
-    from llmrl.roles.explorer import per_env_infos
+    from llmrl.envs.vector import unstack_infos
 
     envs = ct.make_vec(n_envs, asynchronous=False, length=400)
     rng = np.random.default_rng(0)
@@ -71,11 +71,11 @@ def record(steps: int, n_envs: int) -> tuple[list[list[dict]], float]:
     _, infos = envs.reset(seed=list(range(n_envs)))
     trace = []
     for _ in range(steps // n_envs):
-        state = per_env_infos(infos, n_envs)
+        state = unstack_infos(infos, n_envs)
         _, _, term, trunc, infos = envs.step(rng.integers(17, size=n_envs))
-        step = per_env_infos(infos, n_envs)
+        step = unstack_infos(infos, n_envs)
         if (term | trunc).any():
-            final = per_env_infos(infos["final_info"], n_envs)
+            final = unstack_infos(infos["final_info"], n_envs)
             step = [final[i] if term[i] or trunc[i] else step[i] for i in range(n_envs)]
         trace.append((state, step, term | trunc))
     return trace, time.perf_counter() - start
@@ -87,7 +87,7 @@ def label(trace, explorer, lazy_batch: int | None) -> float:
     pending, unknown = [], set()
     for state, step, done in trace:
         pending.append((state, step, done))
-        if lazy_batch and explorer.config.source == "llm":
+        if lazy_batch and explorer.source == "llm":
             unknown.update(explorer.unknown([s["caption"] for s in state]))
             if len(unknown) < lazy_batch:
                 continue
@@ -118,7 +118,7 @@ def main() -> None:
     from llmrl.envs import crafter_text as ct
     from llmrl.lm import load_model
     from llmrl.lm.cache import CachedLM, ResultCache
-    from llmrl.roles.explorer import ExplorerConfig, GoalExplorer, goal_prompt
+    from llmrl.roles.explorer import GoalExplorer, goal_prompt
 
     print(f"torch threads: {torch.get_num_threads()}")
     speed = env_speed(2000)
@@ -140,14 +140,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResultCache(Path(tmp) / "cache.sqlite")
-        oracle = GoalExplorer(ExplorerConfig(source="oracle"), args.envs, goal_captions=goal_captions)
+        oracle = GoalExplorer("oracle", args.envs, goal_captions=goal_captions)
         oracle.embed(goal_captions)  # load MiniLM outside the timing
         rows.append(("no LM (oracle goals)", label(trace, oracle, None), oracle))
-        per_step = GoalExplorer(ExplorerConfig(source="llm"), args.envs, lm=CachedLM(base, ResultCache(Path(tmp) / "a.sqlite")))
+        per_step = GoalExplorer("llm", args.envs, lm=CachedLM(base, ResultCache(Path(tmp) / "a.sqlite")))
         rows.append(("LM every step, cold cache", label(trace, per_step, None), per_step))
-        lazy = GoalExplorer(ExplorerConfig(source="llm"), args.envs, lm=CachedLM(base, cache))
+        lazy = GoalExplorer("llm", args.envs, lm=CachedLM(base, cache))
         rows.append((f"LM lazily, batches of {args.lm_batch}, cold cache", label(trace, lazy, args.lm_batch), lazy))
-        warm = GoalExplorer(ExplorerConfig(source="llm"), args.envs, lm=CachedLM(base, cache))
+        warm = GoalExplorer("llm", args.envs, lm=CachedLM(base, cache))
         rows.append(("LM lazily, warm persistent cache", label(trace, warm, args.lm_batch), warm))
     print("\n| labelling | s | steps/s with env | LM calls | new prompts | LM share of wall |")
     print("|---|---|---|---|---|---|")

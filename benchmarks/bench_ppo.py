@@ -27,7 +27,7 @@ import torch
 import llmrl.envs  # noqa: F401  (registers the BabyAI-Text ids)
 from llmrl.envs.babyai_text import ACTIONS
 from llmrl.recipes.glam import GLAMConfig, build_policy, collect, start_rollouts
-from llmrl.rl.ppo import ppo_losses
+from llmrl.rl.ppo import PPOConfig, ppo_losses
 from llmrl.roles.policy import PromptHistory
 
 
@@ -59,13 +59,13 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     args = p.parse_args()
 
-    config = GLAMConfig(env_id=args.env, n_observations=args.n_observations, dtype=args.dtype,
-                        n_envs=16, n_steps=8, minibatch_size=16, micro_batch_size=16, total_env_steps=128)
+    config = GLAMConfig(env_id=args.env, n_observations=args.n_observations, dtype=args.dtype, n_envs=16,
+                        ppo=PPOConfig(n_steps=8, minibatch_size=16), micro_batch_size=16, total_env_steps=128)
     policy = build_policy(config)
     lm = policy.lm
     prompts = rollout_prompts(args.env, args.micro_batch * args.batches, args.n_observations)
     batches = [prompts[i : i + args.micro_batch] for i in range(0, len(prompts), args.micro_batch)]
-    n_tokens = sum(len(lm._encode(x)) + 1 for x in prompts)  # + BOS
+    n_tokens = sum(len(lm.encode(x)) + 1 for x in prompts)  # + BOS
     print(f"{args.env}, {args.n_observations} observation(s): {len(prompts)} prompts, "
           f"{n_tokens / len(prompts):.0f} tokens each on average, dtype {lm.dtype}")
 
@@ -80,7 +80,7 @@ def main() -> None:
         out.total.backward()
 
     def bare_step(batch: list[str]) -> None:
-        ids = [lm._bos + lm._encode(x) for x in batch]
+        ids = [lm._bos + lm.encode(x) for x in batch]
         T = max(map(len, ids))
         x = torch.full((len(ids), T), lm.tokenizer.pad_token_id)
         mask = torch.zeros((len(ids), T), dtype=torch.long)
@@ -124,7 +124,7 @@ def main() -> None:
     t = time.perf_counter()
     collect(policy, config, ro)
     dt = time.perf_counter() - t
-    steps = config.n_envs * config.n_steps
+    steps = config.batch_size
     print(f"rollout: {scored / steps:.3f} LM forward passes (prompts scored) per env step "
           f"over {steps} steps; {steps / dt:.1f} env steps/s")
 

@@ -1,7 +1,9 @@
-"""Scoring throughput: naive per-candidate forwards vs the shared-prefix scorer, side by side.
+"""Scoring throughput: naive per-candidate forwards vs the shared-prefix scorer, side by side;
+then the shared-prefix scorer's contexts/s against its chunk size (contexts per forward).
 
     python benchmarks/bench_scoring.py                 # gemma-3-270m, bf16 where the CPU has it
     python benchmarks/bench_scoring.py --ks 2,6 --dtype fp32
+    python benchmarks/bench_scoring.py --ks 6 --contexts 256 --chunks 16,64,256 --device cuda
 
 Contexts are real GLAM prompts from BabyAI-Text GoToLocal episodes (8 by default); candidates are
 the six BabyAI actions, extended with more action strings for K > 6. Naive = every (context,
@@ -20,7 +22,8 @@ import numpy as np
 
 import llmrl.envs  # noqa: F401  (registers the BabyAI-Text ids)
 from llmrl.lm import load_model
-from llmrl.roles.policy import BABYAI_ACTIONS, glam_prompt
+from llmrl.envs.babyai_text import ACTIONS as BABYAI_ACTIONS
+from llmrl.roles.policy import glam_prompt
 
 COLOURS = ("red", "green", "blue", "purple", "yellow", "grey")
 OBJECTS = ("ball", "key", "box", "door")
@@ -62,11 +65,13 @@ def main() -> None:
     p.add_argument("--ks", default="2,6,20,40")
     p.add_argument("--env", default="BabyAI-Text-GoToLocal-v0")
     p.add_argument("--repeats", type=int, default=1, help="best of N runs, for both scorers alike")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--chunks", default="4,16,64", help="contexts per forward to compare (K = 6 candidates)")
     args = p.parse_args()
 
-    lm = load_model(args.model, dtype=args.dtype)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
     contexts = glam_contexts(args.contexts, args.env)
-    n_tok = [len(lm._encode(c)) for c in contexts]
+    n_tok = [len(lm.encode(c)) for c in contexts]
     print(f"model {args.model} ({lm.dtype}), {len(contexts)} contexts of {min(n_tok)}-{max(n_tok)} tokens")
     pool = candidate_pool()
     lm.score(contexts[:1], pool[:2])  # warm-up
@@ -80,6 +85,17 @@ def main() -> None:
         t_fast = timed(lambda: fast_res.append(lm.score(contexts, cands)), args.repeats)
         diff = max(float(np.abs(a.logprob - b.logprob).max()) for a, b in zip(naive_res[0], fast_res[0]))
         print(f"| {k} | {t_naive:.2f} | {t_fast:.3f} | {t_naive / t_fast:.1f}x | {diff:.3g} |", flush=True)
+
+    default = lm.context_batch_size
+    print(f"\nchunk size on {args.device} (default here: {default} contexts per forward), K = 6:")
+    print("| contexts per forward | contexts/s | vs default |")
+    print("|---:|---:|---:|")
+    rates = {}
+    for chunk in sorted({*(int(x) for x in args.chunks.split(",")), default}):
+        lm.context_batch_size, lm.pair_batch_size = chunk, 8 * chunk
+        rates[chunk] = len(contexts) / timed(lambda: lm.score(contexts, BABYAI_ACTIONS), args.repeats)
+    for chunk, rate in rates.items():
+        print(f"| {chunk} | {rate:.1f} | {rate / rates[default]:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

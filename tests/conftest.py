@@ -1,8 +1,21 @@
-"""Shared fixtures. The real default model is loaded once for the whole test run."""
+"""Shared fixtures. Each real model is loaded once for the whole test run.
+
+A test that uses a real-model fixture (directly or through another fixture) is marked ``slow``;
+so is every test marked by hand for loading a model in its body or training for more than a few
+seconds. ``pytest -m "not slow"`` runs the rest in a few minutes.
+"""
 
 from __future__ import annotations
 
 import pytest
+
+REAL_MODEL_FIXTURES = {"gemma_fp32", "smollm2_fp32"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -11,6 +24,15 @@ def gemma_fp32():
     from llmrl.lm import load_model
 
     return load_model("gemma-3-270m", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def smollm2_fp32():
+    """smollm2-135m-instruct in fp32: the small real model for tests that train or generate a lot.
+    Roles that train wrap the model in place: take a ``copy.deepcopy`` of it."""
+    from llmrl.lm import load_model
+
+    return load_model("smollm2-135m-instruct", dtype="fp32")
 
 
 class CrafterScene:

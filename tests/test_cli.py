@@ -11,6 +11,7 @@ import pytest
 from llmrl.cli import main
 
 
+@pytest.mark.slow
 def test_eval_smoke_with_the_real_model(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["eval", "--agents", "random,llm,bot", "--envs", "BabyAI-Text-GoToLocalS5N2-v0",
@@ -69,7 +70,55 @@ def test_suite_runs_the_chosen_tests_and_names_unknown_ones(tmp_path):
 
 
 def test_train_and_plot_refuse_bad_input_with_a_message(tmp_path):
-    with pytest.raises(SystemExit, match="unknown GLAMConfig field|less than one update"):
+    with pytest.raises(SystemExit, match="less than one update"):
         main(["train", "glam", "--out", str(tmp_path / "r"), "--total-env-steps", "8"])
+    with pytest.raises(SystemExit, match="unknown recipe 'glm' \\(did you mean glam\\?\\)"):
+        main(["train", "glm", "--out", str(tmp_path / "r")])
     with pytest.raises(SystemExit, match="config.json"):
         main(["plot", str(tmp_path), "--out", str(tmp_path / "rep")])
+
+
+def test_train_lists_every_recipe_with_its_presets(capsys):
+    assert main(["train", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("glam", "symbolic-ppo", "kalm", "ellm"):
+        assert f"\n{name} " in "\n" + out
+    assert out.count("presets: paper, cpu") == 4
+
+
+def test_a_recipes_help_shows_its_fields_and_each_presets_value(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "ellm", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--dqn.learning-rate" in out and "[paper: 6.25e-05; cpu: 0.00025]" in out
+    assert "--explorer.threshold" in out and "--stage" not in out
+    with pytest.raises(SystemExit):
+        main(["train", "kalm", "--help"])
+    assert "--stage {all,collect,ground,imagine,train,evaluate}" in " ".join(capsys.readouterr().out.split())
+
+
+BLOCK_IMPORTS = """
+import sys
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("crafter", "mujoco"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NotInstalled())
+from llmrl.cli import main
+"""
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["train", "glam", "--help"], "--ppo.learning-rate"),
+    (["train", "--list"], "unavailable: recipe 'ellm' needs the package 'crafter'"),
+    (["--help"], "train"),
+])
+def test_glam_needs_neither_crafter_nor_mujoco(argv, expect):
+    code = BLOCK_IMPORTS + f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert not e.code, e\n"
+    code += "import llmrl.envs, gymnasium\ngymnasium.make('BabyAI-Text-GoToLocal-v0')\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert expect in r.stdout

@@ -1,23 +1,34 @@
 """The ``llmrl`` command line.
 
     llmrl eval --agents random,llm,bot --envs BabyAI-Text-GoToLocal-v0 --episodes 100 --out runs/zero-shot
+    llmrl train --list
     llmrl train glam --preset cpu --seed 0 --out runs/glam/cpu-s0      (add --resume after a kill)
+    llmrl train kalm --preset cpu --out runs/kalm [--stage collect|ground|imagine|train|evaluate]
     llmrl eval --suite glam-generalisation --policy runs/glam/cpu-s0 --agents llm --out runs/glam/gen-s0
     llmrl plot runs/glam/cpu-s* --references runs/zero-shot --out runs/glam/report
+
+This module imports no recipe, torch or environment until a command needs it: ``llmrl --help``
+is instant, and one recipe's dependencies never stop another from running.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 AGENTS = ("random", "llm", "llm-sampled", "bot")
 SUITES = ("glam-generalisation",)
+
+
+class UsageError(Exception):
+    """Bad input on the command line: printed as one line, exit status 2."""
 
 
 def _csv(text: str) -> list[str]:
@@ -26,6 +37,7 @@ def _csv(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmrl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", help="run agents for N episodes and write a JSON + Markdown table")
@@ -56,27 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a `llmrl train glam` run folder: the llm agents use its trained policy "
                          "(its model, prompt length and scoring; the suite is built on its level)")
 
-    tr = sub.add_parser("train", help="train an agent (writes a run folder: config, progress.csv, TensorBoard, checkpoints)")
-    recipes = tr.add_subparsers(dest="recipe", required=True)
-    glam = recipes.add_parser("glam", help="GLAM: PPO fine-tuning of the LM policy on BabyAI-Text")
-    _add_run_args(glam, "cpu", ("cpu", "paper"))
-    _add_config_args(glam, "llmrl.recipes.glam", "GLAMConfig", "PRESETS")
-    ellm = recipes.add_parser("ellm", help="ELLM: LM-suggested goals vs no bonus, novelty, RND and the oracle (DQN on Crafter-Text)")
-    ellm.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="named configuration to start from")
-    ellm.add_argument("--out", default="runs/ellm", help="folder for one run per (method, seed), summary.json and summary.md")
-    ellm.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_config_args(ellm, "llmrl.recipes.ellm", "ELLMConfig", "PRESETS")
-    sym = recipes.add_parser("symbolic-ppo", help="Symbolic-PPO baseline (Stable-Baselines3) on BabyAI's symbolic view")
-    _add_run_args(sym, "cpu", ("cpu", "paper"))
-    _add_config_args(sym, "llmrl.rl.symbolic_ppo", "SymbolicPPOConfig", "PRESETS")
-
-    kalm = sub.add_parser("kalm", help="KALM on CLEVR-Robot: collect | ground | imagine | train | evaluate | all")
-    kalm.add_argument("stage", choices=("collect", "ground", "imagine", "train", "evaluate", "all"),
-                      help="the stage to run (its inputs must exist) or all of them; finished stages are skipped")
-    kalm.add_argument("--preset", default="cpu", choices=("cpu", "paper"), help="named configuration to start from")
-    kalm.add_argument("--out", default="runs/kalm", help="pipeline folder: one sub-folder per stage, keyed by its inputs")
-    kalm.add_argument("--quiet", action="store_true", help="no progress lines")
-    _add_config_args(kalm, "llmrl.recipes.kalm", "KALMConfig", "PRESETS")
+    # `llmrl train ...` is parsed by train_parser(), once the recipe is known; this entry is for --help.
+    sub.add_parser("train", add_help=False,
+                   help="train with a recipe: `llmrl train --list`, `llmrl train NAME --help`")
 
     pl = sub.add_parser("plot", help="plot runs' success vs env steps (PNG) and write an HTML report")
     pl.add_argument("runs", nargs="+", help="run folders (or folders holding run folders)")
@@ -90,52 +84,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_args(p: argparse.ArgumentParser, default_preset: str, presets: Sequence[str]) -> None:
-    p.add_argument("--preset", default=default_preset, choices=presets, help="named configuration to start from")
-    p.add_argument("--out", required=True, help="run folder (created; must be new unless --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+# ------------------------------------------------------------------------------------- train
+def train_parser(name: str, module: types.ModuleType) -> argparse.ArgumentParser:
+    """``llmrl train NAME``'s flags: the run's folder and one flag per (dotted) config field,
+    whose help shows each preset's value."""
+    from llmrl.config import flat_fields, get_field
 
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (CleanRL-style help) read from the source."""
-    import ast
-    import inspect
-    import textwrap
-
-    docs: dict[str, str] = {}
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = " ".join(str(b.value.value).split())
-    return docs
-
-
-def _add_config_args(p: argparse.ArgumentParser, module: str, cls_name: str, presets_name: str) -> None:
-    """One ``--field-name`` flag per config field; unset flags keep the preset's value."""
-    import dataclasses
-    import importlib
-
-    mod = importlib.import_module(module)
-    cls, presets = getattr(mod, cls_name), getattr(mod, presets_name)
-    docs = {}
-    for name, doc in _field_docs(cls).items():
-        values = "; ".join(f"{k}: {getattr(v, name)}" for k, v in presets.items())
-        docs[name] = f"{doc} [{values}]".replace("%", "%%")
-    for f in dataclasses.fields(cls):
-        docs.setdefault(f.name, "[" + "; ".join(f"{k}: {getattr(v, f.name)}" for k, v in presets.items()) + "]")
-    group = p.add_argument_group(f"{cls_name} fields (override the preset)")
-    for f in dataclasses.fields(cls):
+    presets = module.PRESETS
+    doc = (module.__doc__ or "").strip().splitlines()[0]
+    p = argparse.ArgumentParser(prog=f"llmrl train {name}", description=doc)
+    p.add_argument("--preset", default="cpu" if "cpu" in presets else next(iter(presets)), choices=list(presets),
+                   help="named configuration to start from")
+    p.add_argument("--out", required=True, help="folder the recipe writes (must be new unless --resume)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run(s) in --out from their last checkpoint (same settings required); "
+                        "checkpoints are read as your own trusted files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or lines")
+    stages = getattr(module, "STAGES", None)
+    if stages:
+        p.add_argument("--stage", default="all", choices=["all", *stages],
+                       help="run one stage (its inputs must exist) or all; finished stages are reused")
+    group = p.add_argument_group(f"{module.Config.__name__} fields (override the preset)")
+    for f in flat_fields(module.Config):
+        values = "; ".join(f"{k}: {_show(get_field(v, f.name))}" for k, v in presets.items())
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=f.name, type=_bool, default=None, metavar="BOOL", help=docs.get(f.name))
-        elif isinstance(default, tuple):
-            group.add_argument(flag, dest=f.name, type=lambda t: tuple(_csv(t)), default=None, metavar="A,B,...",
-                               help=docs.get(f.name))
-        else:
-            group.add_argument(flag, dest=f.name, type=type(default), default=None, help=docs.get(f.name))
-    p.set_defaults(config_fields=[f.name for f in dataclasses.fields(cls)])
+        parse, metavar = _parser_for(f.type)
+        group.add_argument(flag, dest=f.name, type=parse, default=None, metavar=metavar,
+                           help=f"{f.doc} [{values}]".replace("%", "%%").strip())
+    return p
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _parser_for(tp: Any) -> tuple[Any, str | None]:
+    """(argparse type, metavar) for a config field's annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
+        parse, metavar = _parser_for(inner)
+        return (lambda text: None if text.lower() in ("none", "") else parse(text)), metavar
+    if origin is tuple:
+        args = typing.get_args(tp)
+        item = args[0] if args else str
+        return (lambda text: tuple(item(x) for x in _csv(text))), "A,B,..."
+    if tp is bool:
+        return _bool, "BOOL"
+    return tp, None
 
 
 def _bool(text: str) -> bool:
@@ -146,22 +142,54 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _make_agent(kind: str, lm_factory, seed: int, normalise_length: bool, n_observations: int = 3,
-                actions: Sequence[str] | None = None, name: str | None = None):
+def cmd_train(argv: list[str]) -> int:
+    from llmrl import recipes
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: llmrl train --list | llmrl train NAME [--preset P] --out FOLDER [--resume] [--FIELD VALUE ...]\n\n"
+              "Recipes (llmrl train NAME --help lists a recipe's fields):")
+        for r in recipes.RECIPES.values():
+            print(f"  {r.name:<14} {r.summary}")
+        return 0
+    if argv[0] == "--list":
+        for r in recipes.RECIPES.values():
+            try:
+                presets = ", ".join(r.load().PRESETS)
+            except ImportError as e:
+                presets = f"unavailable: {e}"
+            print(f"{r.name:<14} {r.summary}\n{'':<14} presets: {presets}")
+        return 0
+    try:
+        module = recipes.load(argv[0])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    args = train_parser(argv[0], module).parse_args(argv[1:])
+    from llmrl.config import config_from, flat_fields
+    from llmrl.runs import COMMAND
+
+    overrides = {f.name: getattr(args, f.name) for f in flat_fields(module.Config) if getattr(args, f.name) is not None}
+    config = config_from(module.PRESETS, args.preset, overrides)
+    COMMAND.set("llmrl train " + " ".join(argv))
+    stage = getattr(args, "stage", "all")
+    run = module.run if stage == "all" else module.STAGES[stage]
+    result = run(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
+# ------------------------------------------------------------------------------------- eval
+def _make_agent(kind: str, lm_factory, seed: int, normalise_length: bool, n_observations: int,
+                actions: Sequence[str], name: str | None = None):
     from llmrl.agents import BotAgent, RandomAgent
 
     if kind == "random":
         return RandomAgent(seed=seed)
     if kind == "bot":
         return BotAgent()
-    if kind in ("llm", "llm-sampled"):
-        from llmrl.envs.babyai_text import ACTIONS
-        from llmrl.roles import LLMPolicyAgent
+    from llmrl.roles import LLMPolicyAgent
 
-        return LLMPolicyAgent(lm_factory(), actions or ACTIONS, greedy=kind == "llm",
-                              normalise_length=normalise_length, n_observations=n_observations,
-                              seed=seed, name=name or kind)
-    raise SystemExit(f"unknown agent {kind!r}: choose from {', '.join(AGENTS)}")
+    return LLMPolicyAgent(lm_factory(), actions, greedy=kind == "llm", normalise_length=normalise_length,
+                          n_observations=n_observations, seed=seed, name=name or kind)
 
 
 def _eval_cases(args: argparse.Namespace, base_env_id: str | None):
@@ -174,106 +202,80 @@ def _eval_cases(args: argparse.Namespace, base_env_id: str | None):
     if args.suite == "glam-generalisation":
         from llmrl.envs.text_variants import glam_generalisation_suite, make_variant_env
 
-        env_id = base_env_id or args.envs[0]
-        suite = glam_generalisation_suite(env_id)
+        suite = glam_generalisation_suite(base_env_id or args.envs[0])
         names = [v.name for v in suite]
         unknown = sorted(set(args.tests or ()) - set(names))
         if unknown:
-            raise SystemExit(f"unknown test(s) {', '.join(unknown)} in {args.suite}: choose from {', '.join(names)}")
+            raise UsageError(f"unknown test(s) {', '.join(unknown)} in {args.suite}: choose from {', '.join(names)}")
         return [(f"{v.env_id.removeprefix('BabyAI-Text-')}:{v.name}", lambda v=v: make_variant_env(v), v.actions)
                 for v in suite if not args.tests or v.name in args.tests]
     for e in args.envs:
         if e not in envs.TEXT_ENV_IDS:
-            raise SystemExit(f"unknown environment {e!r}: choose from {', '.join(envs.TEXT_ENV_IDS)}")
+            raise UsageError(f"unknown environment {e!r}: choose from {', '.join(envs.TEXT_ENV_IDS)}")
     return [(e, lambda e=e: gym.make(e), ACTIONS) for e in args.envs]
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from llmrl.evaluation import evaluate, load_results, markdown_table, write_results
-    from llmrl.lm import DEFAULT_MODEL, load_model
-
-    for a in args.agents:
-        if a not in AGENTS:
-            raise SystemExit(f"unknown agent {a!r}: choose from {', '.join(AGENTS)}")
-    if args.episodes < 1:
-        raise SystemExit("--episodes must be >= 1")
-
-    model_name = args.model or DEFAULT_MODEL
+def _lm_factory(args: argparse.Namespace, model_name: str):
+    """A function that loads the LM on first use (no LM loads when only random and bot run)."""
     lm = None
-    policy_config = None
-    if args.policy:
-        # A trained policy brings its own model, prompt length and scoring.
-        from llmrl.recipes.glam import read_config
 
-        try:
-            policy_config = read_config(Path(args.policy))
-        except FileNotFoundError as e:
-            raise SystemExit(f"llmrl: {e}") from None
-        model_name = f"{policy_config.model} + {args.policy}"
-        args.n_observations = policy_config.n_observations
-        args.normalise_length = policy_config.normalise_length
-
-    def lm_factory():
+    def get():
         nonlocal lm
         if lm is None and args.policy:
-            import hashlib
+            from llmrl.recipes.glam import cached_policy_lm, load_trained_policy
 
-            from llmrl.recipes.glam import load_trained_policy, trained_weights
-
-            lm = load_trained_policy(args.policy)[0].lm
-            if not args.no_cache:
-                # Trained weights change the scores: key the cache on the weights file's content.
-                from llmrl.lm.cache import CachedLM
-
-                digest = hashlib.sha256(trained_weights(args.policy).read_bytes()).hexdigest()[:16]
-                lm = CachedLM(lm, args.cache_file, model_key=f"{lm.cache_identity}+trained:{digest}")
+            policy, config = load_trained_policy(args.policy)
+            lm = policy.lm if args.no_cache else cached_policy_lm(policy, config, args.cache_file)
         elif lm is None:
             # dtype is the hf backend's option; servers and llama.cpp fix their own precision.
+            from llmrl.lm import load_model
+
             remote = model_name.startswith(("openai:", "llamacpp:"))
-            kwargs = {} if remote else {"dtype": args.dtype}
-            lm = load_model(model_name, **kwargs)
+            lm = load_model(model_name, **({} if remote else {"dtype": args.dtype}))
             if not args.no_cache:
                 from llmrl.lm.cache import CachedLM
 
                 lm = CachedLM(lm, args.cache_file)
         return lm
 
+    return get
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Every (environment, agent) pair in turn; results are written after each pair (see
+    :func:`llmrl.evaluation.reusable_results` for what ``--resume`` keeps)."""
+    from tqdm import tqdm
+
+    from llmrl.evaluation import evaluate, markdown_table, reusable_results, write_results
+    from llmrl.lm import DEFAULT_MODEL
+    from llmrl.runs import check_output_folder
+
+    for a in args.agents:
+        if a not in AGENTS:
+            raise UsageError(f"unknown agent {a!r}: choose from {', '.join(AGENTS)}")
+    if args.episodes < 1 or args.n_envs < 1:
+        raise UsageError("--episodes and --n-envs must be at least 1")
+    model_name, policy_config = args.model or DEFAULT_MODEL, None
+    if args.policy:  # a trained policy brings its own model, prompt length and scoring
+        from llmrl.recipes.glam import read_config
+
+        policy_config = read_config(Path(args.policy))
+        model_name = f"{policy_config.model} + {args.policy}"
+        args.n_observations, args.normalise_length = policy_config.n_observations, policy_config.normalise_length
     cases = _eval_cases(args, policy_config.env_id if policy_config else None)
+    out = check_output_folder(args.out)
     label = policy_config.label if policy_config else None
     meta = {
-        "command": "llmrl " + " ".join(args.argv),
-        "model": model_name if {"llm", "llm-sampled"} & set(args.agents) else None,
-        "policy": args.policy,
-        "suite": args.suite,
-        "tests": args.tests,
-        "dtype": args.dtype,
-        "normalise_length": args.normalise_length,
-        "n_observations": args.n_observations,
-        "episodes": args.episodes,
-        "n_envs": args.n_envs,
-        "seed": args.seed,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        "command": "llmrl " + " ".join(args.argv), "model": model_name if {"llm", "llm-sampled"} & set(args.agents) else None,
+        "policy": args.policy, "suite": args.suite, "tests": args.tests, "dtype": args.dtype,
+        "normalise_length": args.normalise_length, "n_observations": args.n_observations, "episodes": args.episodes,
+        "n_envs": args.n_envs, "seed": args.seed, "python": platform.python_version(), "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    # Results are written after every (agent, environment) pair, so a killed run loses at most
-    # the pair in progress. --resume keeps the finished pairs of a run with the same settings
-    # (episodes, seed; model, dtype and scoring for LM agents) and runs the rest.
-    done = {}
-    previous = Path(args.out) / "results.json"
-    if args.resume and previous.exists():
-        old = json.loads(previous.read_text()).get("meta", {})
-        lm_keys = {"model": None, "policy": None, "dtype": "auto", "normalise_length": False, "n_observations": 3}
-        same_lm = all(old.get(k, d) == meta[k] for k, d in lm_keys.items())
-        for r in load_results(previous):
-            same_run = r.n == args.episodes and r.episodes[0].seed == args.seed
-            if same_run and (same_lm or not r.agent.startswith(("llm", label or "llm"))):
-                done[(r.agent, r.env_id)] = r
+    }  # fmt: skip
+    done = reusable_results(out, meta, lm_prefixes=("llm", label or "llm")) if args.resume else {}
+    lm_factory = _lm_factory(args, model_name)
     results = []
-    total = args.episodes * len(args.agents) * len(cases)
-    bar = tqdm(total=total, disable=args.quiet, unit="ep", dynamic_ncols=True)
+    bar = tqdm(total=args.episodes * len(args.agents) * len(cases), disable=args.quiet, unit="ep", dynamic_ncols=True)
     for env_name, make_env, actions in cases:
         for kind in args.agents:
             name = kind.replace("llm", label, 1) if label and kind.startswith("llm") else kind
@@ -281,100 +283,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 results.append(done[(name, env_name)])
                 bar.update(args.episodes)
                 continue
-            agent = _make_agent(kind, lm_factory, args.seed, args.normalise_length, args.n_observations,
-                                actions, name)
+            agent = _make_agent(kind, lm_factory, args.seed, args.normalise_length, args.n_observations, actions, name)
             bar.set_description(f"{name} on {env_name}")
-            done_before = bar.n
+            before = bar.n
             res = evaluate(agent, make_env, args.episodes, args.n_envs, args.seed, env_name,
-                           progress=lambda k: bar.update(done_before + k - bar.n))
+                           progress=lambda k: bar.update(before + k - bar.n))
             results.append(res)
-            out = write_results(results, args.out, meta)
+            write_results(results, out, meta)
             bar.set_postfix(success=f"{res.summary()['success_rate']:.2f}")
     bar.close()
-    out = write_results(results, args.out, meta)
+    write_results(results, out, meta)
     print(markdown_table(results))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    overrides = {k: getattr(args, k) for k in args.config_fields if getattr(args, k) is not None}
-    try:
-        if args.recipe == "ellm":
-            from llmrl.recipes import ellm
-
-            config = ellm.config_from(args.preset, **overrides)
-            out = ellm.run_all(config, args.out, progress=not args.quiet)
-            print((out / "summary.md").read_text())
-            print(f"runs and summary written to {out}; plot with: llmrl plot {out} --metric achievements")
-            return 0
-        if args.recipe == "glam":
-            from llmrl.recipes import glam
-
-            config = glam.config_from(args.preset, **overrides)
-            glam.train(config, args.out, resume=args.resume, progress=not args.quiet,
-                       command="llmrl " + " ".join(args.argv))
-        else:
-            from llmrl.rl import symbolic_ppo
-
-            config = replace(symbolic_ppo.PRESETS[args.preset], **overrides)
-            symbolic_ppo.train_symbolic_ppo(config, args.out, resume=args.resume, progress=not args.quiet)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        raise SystemExit(f"llmrl: {e}") from None
-    print(f"run written to {args.out}: config.json, progress.csv, tb/, checkpoints/, eval/")
-    return 0
-
-
-def cmd_kalm(args: argparse.Namespace) -> int:
-    from llmrl.recipes import kalm
-
-    overrides = {k: getattr(args, k) for k in args.config_fields if getattr(args, k) is not None}
-    try:
-        config = kalm.config_from(args.preset, **overrides)
-        if args.stage == "all":
-            path = kalm.run_all(config, args.out, quiet=args.quiet)
-        else:
-            path = kalm.run_stage(args.stage, config, args.out, quiet=args.quiet)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"llmrl: {e}") from None
-    print(f"{args.stage}: {path}")
-    if (path / "results.md").exists():
-        print((path / "results.md").read_text())
-    return 0
-
-
 def cmd_plot(args: argparse.Namespace) -> int:
-    from llmrl.report import RunFormatError, plot_command
+    from llmrl.report import plot_command
 
-    try:
-        html = plot_command(args.runs, args.out, args.references, args.title, window_episodes=args.window,
-                            metric=args.metric)
-    except (RunFormatError, FileNotFoundError) as e:
-        raise SystemExit(f"llmrl: {e}") from None
+    html = plot_command(args.runs, args.out, args.references, args.title, window_episodes=args.window,
+                        metric=args.metric)
     print(f"wrote {html} and its PNGs")
     return 0
 
 
+# ------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Expected failures (bad input, unusable files or folders, an LM that
+    cannot answer) end in one line naming the problem and the fix; ``--debug`` shows the trace."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
-    from llmrl.lm import LMError
-
+    debug = "--debug" in argv[:1]
+    argv = argv[1:] if debug else argv
     try:
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "kalm":
-            return cmd_kalm(args)
-        if args.command == "plot":
-            return cmd_plot(args)
-    except LMError as e:  # a problem the user can fix: say what, without a traceback
+        if argv[:1] == ["train"]:
+            return cmd_train(argv[1:])
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        return {"eval": cmd_eval, "plot": cmd_plot}[args.command](args)
+    except Exception as e:
+        if debug or not _expected(e):
+            raise
         raise SystemExit(f"llmrl: {e}") from None
-    raise SystemExit(f"unknown command {args.command}")
+
+
+def _expected(e: Exception) -> bool:
+    """Errors a user can fix, whose message says how (everything else keeps its traceback)."""
+    from llmrl.lm.base import LMError
+
+    return isinstance(e, (UsageError, ValueError, OSError, LMError, ImportError))
 
 
 if __name__ == "__main__":

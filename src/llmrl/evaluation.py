@@ -188,3 +188,30 @@ def load_results(path: str | Path) -> list[EvalResult]:
         out.append(EvalResult(s["agent"], s["env_id"], [Episode(**e) for e in r["episodes"]],
                               s["wall_seconds"], {k: s[k] for k in lm_keys if k in s}))
     return out
+
+
+# Settings that change an LM agent's results (with their defaults, for results written before a
+# setting existed); random and bot agents depend only on the episodes and the seed.
+LM_SETTINGS = {"model": None, "policy": None, "dtype": "auto", "normalise_length": False, "n_observations": 3}
+
+
+def reusable_results(out_dir: str | Path, meta: dict[str, Any],
+                     lm_prefixes: Sequence[str] = ("llm",)) -> dict[tuple[str, str], EvalResult]:
+    """``llmrl eval --resume``: the (agent, environment) results already in ``out_dir`` that the
+    command would compute again — same number of episodes and first seed, and, for LM agents
+    (names starting with one of ``lm_prefixes``), the same model and scoring settings."""
+    path = Path(out_dir) / "results.json"
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text()).get("meta", {})
+        previous = load_results(path)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is damaged ({e}): move it away or choose another --out") from None
+    same_lm = all(old.get(k, d) == meta.get(k) for k, d in LM_SETTINGS.items())
+    done = {}
+    for r in previous:
+        same_run = r.n == meta["episodes"] and bool(r.episodes) and r.episodes[0].seed == meta["seed"]
+        if same_run and (same_lm or not r.agent.startswith(tuple(lm_prefixes))):
+            done[(r.agent, r.env_id)] = r
+    return done

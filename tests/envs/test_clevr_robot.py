@@ -19,7 +19,6 @@ from llmrl.envs.clevr_robot import (
     ClevrRobotEnv,
     PushSimulator,
     push,
-    register_clevr_robot,
     render_positions,
     sample_positions,
     world_to_pixel,
@@ -110,12 +109,10 @@ def test_sample_positions_keeps_balls_apart_and_on_the_table():
 
 
 def test_passes_gymnasium_env_checker():
-    register_clevr_robot()
     check_env(gym.make(ENV_ID, render_mode="rgb_array").unwrapped, skip_render_check=False)
 
 
 def test_registered_id_makes_the_env():
-    register_clevr_robot()
     env = gym.make(ENV_ID, goal_level="easy")
     obs, info = env.reset(seed=0)
     assert obs.shape == (10,) and info["level"] == "easy" and info["goal"].max_steps == 1

@@ -16,6 +16,7 @@ def env():
     return e
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("action_set", "observation"),
                          [("standard", "symbolic"), ("verb_noun", "pixels"), ("standard", "both")])
 def test_passes_gymnasium_check_env(action_set, observation):
@@ -187,6 +188,7 @@ def test_bad_arguments_name_the_fix():
         env.step(17)
 
 
+@pytest.mark.slow
 def test_vector_env_reports_the_finished_episodes_last_info():
     envs = ct.make_vec(2, asynchronous=False, length=3)
     envs.reset(seed=[0, 1])
@@ -205,6 +207,7 @@ def test_renders_rgb():
     assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and frame.std() > 0
 
 
+@pytest.mark.slow
 def test_prebuilt_worlds_equal_crafters_own_resets():
     import crafter
 

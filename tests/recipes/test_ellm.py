@@ -10,9 +10,10 @@ from llmrl.cli import main
 from llmrl.envs import crafter_text as ct
 from llmrl.recipes import ellm
 
-TINY = dict(total_steps=320, n_envs=2, episode_length=40, learning_starts=64, batch_size=16, log_every=80,
-            checkpoint_every=160, target_update=100, eps_decay=200, lm_batch=4, max_lag=8, threads=1, lm_threads=1,
-            model="smollm2-135m-instruct")
+TINY = {"total_env_steps": 320, "n_envs": 2, "episode_length": 40, "dqn.learning_starts": 64, "dqn.batch_size": 16,
+        "log_every": 80, "checkpoint_every": 160, "dqn.target_update": 100, "dqn.eps_decay": 200,
+        "explorer.lm_batch": 4, "explorer.max_lag": 8, "torch_threads": 1, "lm_torch_threads": 1,
+        "model": "smollm2-135m-instruct"}
 
 
 def flags(**fields):
@@ -28,6 +29,7 @@ def test_crafter_score_is_the_geometric_mean_of_success_rates_in_percent():
     assert ellm.crafter_score(np.array([0.5, 0.0])) == pytest.approx(math.sqrt(51) - 1)
 
 
+@pytest.mark.slow
 def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, capsys):
     out = tmp_path / "ellm"
     assert main(["train", "ellm", "--preset", "cpu", "--out", str(out), "--quiet",
@@ -53,15 +55,18 @@ def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, caps
     assert json.loads((out / "random-s1" / "done.json").read_text())["updates"] == 0  # a reference, not a learner
     assert "| ellm | 1 |" in capsys.readouterr().out
 
-    # A second call finds every run finished and only rewrites the summary.
+    # The folder holds runs: without --resume it is refused; with it, finished runs are kept and
+    # only the summary is rewritten.
     before = (out / "none-s1" / "progress.csv").read_text()
     same = dict(methods=("none",), seeds=(1,), lm_cache=tmp_path / "lm.sqlite", **TINY)
-    assert main(["train", "ellm", "--out", str(out), "--quiet", *flags(**same)]) == 0
+    with pytest.raises(SystemExit, match="--resume"):
+        main(["train", "ellm", "--out", str(out), "--quiet", *flags(**same)])
+    assert main(["train", "ellm", "--out", str(out), "--quiet", "--resume", *flags(**same)]) == 0
     assert (out / "none-s1" / "progress.csv").read_text() == before
 
     # Other settings in the same folder are refused with the fix.
-    with pytest.raises(SystemExit, match="total_steps.*new --out"):
-        main(["train", "ellm", "--out", str(out), "--quiet", *flags(**{**same, "total_steps": 400})])
+    with pytest.raises(SystemExit, match="total_env_steps.*new --out"):
+        main(["train", "ellm", "--out", str(out), "--quiet", "--resume", *flags(**{**same, "total_env_steps": 400})])
 
 
 class _KilledAt:
@@ -84,18 +89,19 @@ class _KilledAt:
         return envs
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     config = ellm.config_from("cpu", **{**TINY, "methods": ("novelty",), "seeds": (2,)})
     run = tmp_path / "novelty-s2"
     monkeypatch.setattr(ct, "make_vec", _KilledAt(100))  # dies after 200 of 320 steps
     with pytest.raises(KeyboardInterrupt):
-        ellm.train_run(config, "novelty", 2, run)
+        ellm.train_run(config, "novelty", 2, run, progress=False)
     assert not (run / "done.json").exists()
     rows_at_kill = (run / "progress.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows_at_kill[1:]] == ["80", "160"]
     monkeypatch.undo()
     with pytest.raises(FileExistsError, match="resume"):
-        ellm.train_run(config, "novelty", 2, run)
+        ellm.train_run(config, "novelty", 2, run, progress=False)
     ellm.train_run(config, "novelty", 2, run, resume=True, progress=False)
     rows = (run / "progress.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == [80, 160, 240, 320]

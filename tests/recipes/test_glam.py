@@ -15,25 +15,27 @@ from pathlib import Path
 import pytest
 
 from llmrl.recipes.glam import PROGRESS_COLUMNS, GLAMConfig, config_from
+from llmrl.rl.ppo import PPOConfig
 
 # A few seconds per update on the real model: 2 environments x 4 steps, one epoch.
 TINY = [
-    "--env-id", "BabyAI-Text-GoToLocalS5N2-v0", "--n-envs", "2", "--n-steps", "4",
-    "--minibatch-size", "4", "--micro-batch-size", "4", "--n-epochs", "1", "--total-env-steps", "32",
-    "--eval-episodes", "0", "--learning-rate", "1e-3", "--threads", "1",
+    "--env-id", "BabyAI-Text-GoToLocalS5N2-v0", "--n-envs", "2", "--ppo.n-steps", "4",
+    "--ppo.minibatch-size", "4", "--micro-batch-size", "4", "--ppo.n-epochs", "1", "--total-env-steps", "32",
+    "--eval-episodes", "0", "--ppo.learning-rate", "1e-3", "--torch-threads", "1",
 ]
 TIMING = {"wall_s", "steps_per_s", "rollout_s", "update_s"}
 
 
 def test_presets_are_configs_and_bad_overrides_are_named():
     assert config_from("cpu").batch_size == 16 * 32
-    assert config_from("paper").n_envs == 32 and config_from("paper").n_steps == 40
-    with pytest.raises(ValueError, match="unknown GLAM preset 'gpu'"):
+    assert config_from("paper").n_envs == 32 and config_from("paper").ppo.n_steps == 40
+    assert config_from("cpu", **{"ppo.learning_rate": 1e-3}).ppo.learning_rate == 1e-3
+    with pytest.raises(ValueError, match="unknown preset 'gpu'"):
         config_from("gpu")
-    with pytest.raises(ValueError, match="unknown GLAMConfig field.*lr"):
+    with pytest.raises(ValueError, match="unknown GLAMConfig field.*lr.*ppo.learning_rate"):
         config_from("cpu", lr=1e-3)
     with pytest.raises(ValueError, match="multiple of micro_batch_size"):
-        GLAMConfig(minibatch_size=10, micro_batch_size=4)
+        GLAMConfig(ppo=PPOConfig(minibatch_size=10), micro_batch_size=4)
     with pytest.raises(ValueError, match="less than one update"):
         GLAMConfig(total_env_steps=10)
 
@@ -84,12 +86,12 @@ def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp
     assert p.returncode == 0, out
     assert _rows(killed) == reference  # same losses, successes and counters, row for row
     config = json.loads((killed / "config.json").read_text())
-    assert config["recipe"] == "glam" and config["seed"] == 0
-    assert (killed / "policy" / "weights.pt").exists()
+    assert config["recipe"] == "glam" and config["seed"] == 0 and config["config"]["ppo"]["n_steps"] == 4
+    assert (killed / "policy" / "weights.safetensors").exists()
     assert any((killed / "tb").iterdir())
 
     # A different config cannot resume this run.
-    p = _train(killed, "--resume", "--learning-rate", "1e-4")
+    p = _train(killed, "--resume", "--ppo.learning-rate", "1e-4")
     out, _ = p.communicate(timeout=120)
     assert p.returncode != 0 and "learning_rate" in out
 

@@ -9,22 +9,23 @@ from llmrl.cli import main
 from llmrl.data import EpisodeDataset
 from llmrl.recipes import kalm
 
-TINY = dict(n_real_episodes=12, ground_episodes=8, ground_batch_size=4, model="smollm2-135m-instruct",
-            imagine_rephrase=3, imagine_easy=3, imagine_hard=2, imagine_batch_size=4, algos=("bc",), n_seeds=1,
-            offline_steps=100, eval_episodes=4)
+TINY = {"n_real_episodes": 12, "grounding.episodes": 8, "grounding.batch_size": 4,
+        "grounding.model": "smollm2-135m-instruct", "imagination.rephrase": 3, "imagination.easy": 3,
+        "imagination.hard": 2, "imagination.batch_size": 4, "algos": ("bc",), "offline_seeds": (0,),
+        "gradient_steps": 100, "eval_episodes": 4}
 
 
 def tiny_flags(**changes):
     fields = {**TINY, **changes}
     flags = []
     for name, value in fields.items():
-        flags += ["--" + name.replace("_", "-"), ",".join(value) if isinstance(value, tuple) else str(value)]
+        flags += ["--" + name.replace("_", "-"), ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
     return flags
 
 
 def test_stage_keys_change_only_downstream_of_a_changed_setting():
     base = kalm.config_from("cpu", **TINY)
-    changed = kalm.config_from("cpu", **{**TINY, "offline_steps": 200})
+    changed = kalm.config_from("cpu", **{**TINY, "gradient_steps": 200})
     for stage in ("collect", "ground", "imagine"):
         assert kalm.stage_key(base, stage) == kalm.stage_key(changed, stage)
     for stage in ("train", "evaluate"):
@@ -37,12 +38,12 @@ def test_stage_keys_change_only_downstream_of_a_changed_setting():
 
 
 def test_bad_settings_name_the_problem():
-    with pytest.raises(ValueError, match="ground_episodes"):
-        kalm.config_from("cpu", n_real_episodes=10, ground_episodes=20)
+    with pytest.raises(ValueError, match="grounding.episodes"):
+        kalm.config_from("cpu", **{"n_real_episodes": 10, "grounding.episodes": 20})
     with pytest.raises(ValueError, match="bc, cql, iql"):
         kalm.config_from("cpu", algos=("ppo",))
-    with pytest.raises(ValueError, match="generation"):
-        kalm.config_from("cpu", ground_tasks=("summarise",))
+    with pytest.raises(ValueError, match="grounding: unknown grounding task.*generation"):
+        kalm.config_from("cpu", **{"grounding.tasks": ("summarise",)})
     with pytest.raises(ValueError, match="'all' or 'reached'"):
         kalm.config_from("cpu", imaginary_filter="best")
     with pytest.raises(ValueError, match="valid are"):
@@ -50,14 +51,14 @@ def test_bad_settings_name_the_problem():
 
 
 def test_a_stage_without_its_inputs_says_which_to_run(tmp_path):
-    with pytest.raises(SystemExit, match="kalm collect"):
-        main(["kalm", "ground", "--out", str(tmp_path), "--quiet", *tiny_flags()])
+    with pytest.raises(SystemExit, match="kalm --stage collect"):
+        main(["train", "kalm", "--stage", "ground", "--out", str(tmp_path), "--quiet", *tiny_flags()])
 
 
 @pytest.mark.slow
 def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, capsys):
     out = tmp_path / "kalm"
-    assert main(["kalm", "all", "--out", str(out), "--quiet", *tiny_flags()]) == 0
+    assert main(["train", "kalm", "--out", str(out), "--quiet", *tiny_flags()]) == 0
     config = kalm.config_from("cpu", **TINY)
     dirs = {s: kalm.stage_dir(out, config, s) for s in kalm.STAGES}
     assert all((d / "done.json").exists() for d in dirs.values())
@@ -83,11 +84,11 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
 
     # Every stage is finished: a re-run does no work and prints the same table.
     mtimes = {s: (d / "done.json").stat().st_mtime for s, d in dirs.items()}
-    assert main(["kalm", "all", "--out", str(out), *tiny_flags()]) == 0
+    assert main(["train", "kalm", "--out", str(out), *tiny_flags()]) == 0
     assert {s: (d / "done.json").stat().st_mtime for s, d in dirs.items()} == mtimes
     assert "| bc+kalm |" in capsys.readouterr().out
 
     # A changed offline setting redoes training and evaluation only.
-    assert main(["kalm", "train", "--out", str(out), "--quiet", *tiny_flags(offline_steps=50)]) == 0
+    assert main(["train", "kalm", "--stage", "train", "--out", str(out), "--quiet", *tiny_flags(gradient_steps=50)]) == 0
     assert len(list(out.glob("collect-*"))) == 1 and len(list(out.glob("ground-*"))) == 1
     assert len(list(out.glob("train-*"))) == 2

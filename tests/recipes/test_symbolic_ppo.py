@@ -11,15 +11,11 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env
 
-from llmrl.rl.symbolic_ppo import (
-    MISSION_VOCAB,
-    PROGRESS_COLUMNS,
-    SB3PolicyAgent,
-    SymbolicObservation,
-    SymbolicPPOConfig,
-    encode_mission,
-    train_symbolic_ppo,
-)
+from llmrl.agents.sb3 import SB3PolicyAgent
+from llmrl.envs.babyai_symbolic import MISSION_VOCAB, SymbolicObservation, encode_mission
+from llmrl.recipes.symbolic_ppo import SymbolicPPOConfig, run
+from llmrl.rl.ppo import PPOConfig
+from llmrl.runs import PROGRESS_COLUMNS
 
 ENV = "BabyAI-Text-GoToLocalS5N2-v0"
 HEADER = (
@@ -29,9 +25,13 @@ HEADER = (
 
 
 def tiny(**kw) -> SymbolicPPOConfig:
-    base = dict(env_id=ENV, total_env_steps=1024, n_envs=4, n_steps=64, batch_size=64, eval_episodes=4,
-                checkpoint_every=256)  # fmt: skip
+    ppo = PPOConfig(n_steps=64, minibatch_size=64, learning_rate=kw.pop("learning_rate", 3e-4))
+    base = dict(env_id=ENV, total_env_steps=1024, n_envs=4, ppo=ppo, eval_episodes=4, checkpoint_every=256)
     return SymbolicPPOConfig(**{**base, **kw})
+
+
+def train_symbolic_ppo(config: SymbolicPPOConfig, out, resume: bool = False, progress: bool = True):
+    return run(config, out, resume=resume, progress=progress).out
 
 
 def rows(run) -> list[dict[str, str]]:
@@ -72,7 +72,7 @@ def tiny_run(tmp_path_factory):
 def test_a_run_writes_config_progress_checkpoints_and_evaluation(tiny_run):
     config = json.loads((tiny_run / "config.json").read_text())
     assert list(config)[:5] == ["recipe", "label", "env_id", "seed", "total_env_steps"]
-    assert config["recipe"] == "symbolic-ppo" and config["env_id"] == ENV and config["reward_scale"] == 20.0
+    assert config["recipe"] == "symbolic-ppo" and config["env_id"] == ENV and config["config"]["reward_scale"] == 20.0
     assert (tiny_run / "progress.csv").read_text().splitlines()[0] == HEADER == ",".join(PROGRESS_COLUMNS)
     r = rows(tiny_run)
     assert [int(x["env_steps"]) for x in r] == [256, 512, 768, 1024]
@@ -91,7 +91,7 @@ def test_a_run_writes_config_progress_checkpoints_and_evaluation(tiny_run):
 
 
 def test_a_finished_run_is_not_overwritten_without_resume(tiny_run):
-    with pytest.raises(FileExistsError, match="resume=True"):
+    with pytest.raises(FileExistsError, match="--resume"):
         train_symbolic_ppo(tiny(), tiny_run, progress=False)
 
 

@@ -47,12 +47,12 @@ def episodes(seed: int, n: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def base_lm():
-    return load_model("smollm2-135m-instruct", dtype="fp32")
+def base_lm(smollm2_fp32):
+    return smollm2_fp32
 
 
 def config(**kw) -> GroundingConfig:
-    base = dict(model="smollm2-135m-instruct", dtype="fp32", batch_size=4, learning_rate=3e-3, seed=0,
+    base = dict(model="smollm2-135m-instruct", dtype="fp32", batch_size=4, learning_rate=3e-3,
                 checkpoint_every=4, log_every=2)
     return GroundingConfig(**{**base, **kw})
 
@@ -61,7 +61,7 @@ def config(**kw) -> GroundingConfig:
 def trained(base_lm, tmp_path_factory):
     out = tmp_path_factory.mktemp("ground")
     eps = episodes(0, 8)
-    g = ground(config(epochs=4, tasks=(0, 3)), eps, out, lm=copy.deepcopy(base_lm))
+    g = ground(config(epochs=4, tasks=("generation", "explanation")), eps, out, n_actions=40, lm=copy.deepcopy(base_lm))
     return g, eps, out
 
 
@@ -107,8 +107,8 @@ def test_a_grounded_lm_imitates_the_expert_and_names_the_goal(trained):
 
 def test_resumed_grounding_reaches_the_same_weights_as_an_uninterrupted_run(base_lm, tmp_path):
     eps = episodes(2, 6)
-    cfg = config(tasks=(1,), batch_size=2, checkpoint_every=1, log_every=1)
-    full = ground(cfg, eps, tmp_path / "full", lm=copy.deepcopy(base_lm)).trainable_state()
+    cfg = config(tasks=("dynamics",), batch_size=2, checkpoint_every=1, log_every=1)
+    full = ground(cfg, eps, tmp_path / "full", n_actions=40, lm=copy.deepcopy(base_lm)).trainable_state()
 
     class Killed(Exception):
         pass
@@ -118,8 +118,9 @@ def test_resumed_grounding_reaches_the_same_weights_as_an_uninterrupted_run(base
             raise Killed
 
     with pytest.raises(Killed):
-        ground(cfg, eps, tmp_path / "resumed", progress=kill_at_2, lm=copy.deepcopy(base_lm))
-    resumed = ground(cfg, eps, tmp_path / "resumed", resume=True, lm=copy.deepcopy(base_lm)).trainable_state()
+        ground(cfg, eps, tmp_path / "resumed", n_actions=40, progress=kill_at_2, lm=copy.deepcopy(base_lm))
+    resumed = ground(cfg, eps, tmp_path / "resumed", n_actions=40, resume=True,
+                     lm=copy.deepcopy(base_lm)).trainable_state()
     assert full.keys() == resumed.keys()
     for k in full:
         torch.testing.assert_close(full[k], resumed[k], atol=1e-6, rtol=1e-5)

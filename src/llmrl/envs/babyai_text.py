@@ -46,7 +46,7 @@ from minigrid.minigrid_env import MiniGridEnv
 
 from llmrl.envs.describe import describe
 
-__all__ = ["ACTIONS", "BabyAITextEnv", "TEXT_ENVS", "TEXT_ENV_IDS", "make", "make_vec", "register_envs"]
+__all__ = ["ACTIONS", "BabyAICaptions", "BabyAITextEnv", "TEXT_ENVS", "TEXT_ENV_IDS", "make", "make_vec", "register_envs"]
 
 ACTIONS: tuple[str, ...] = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
 TEXT_CHARSET = string.ascii_letters + string.digits + " ,.'"
@@ -148,6 +148,48 @@ class BabyAITextEnv(gym.Env[dict[str, Any], int]):
 
     def close(self) -> None:
         self.level.close()
+
+
+class BabyAICaptions(gym.Wrapper):
+    """Captions for BabyAI-Text in ELLM's form, so caption-driven roles (the goal explorer) work here.
+
+    ``info["caption"]`` describes the state: the description sentences and what the agent
+    carries. ``info["transition_caption"]`` names what the last action did to an object, in
+    verb-noun form ("pick up the red key", "drop the red key", "open the blue door", "close the
+    blue door", "unlock the blue door"), or is "" when it changed no object (moves, no-ops).
+    """
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._captioned(info, "")
+
+    def step(self, action: int):
+        level = self.env.unwrapped.level
+        carried, front = level.carrying, level.grid.get(*level.front_pos)
+        door = (front.is_open, front.is_locked) if front is not None and front.type == "door" else None
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._captioned(info, _interaction(ACTIONS[int(action)], carried,
+                                                                                    level, front, door))
+
+    def _captioned(self, info: dict[str, Any], transition: str) -> dict[str, Any]:
+        carrying = self.env.unwrapped.level.carrying
+        held = [f"You carry a {carrying.color} {carrying.type}"] if carrying is not None else []
+        return {**info, "caption": ", ".join([*info["descriptions"], *held]) + ".", "transition_caption": transition}
+
+
+def _interaction(action: str, carried: Any, level: MiniGridEnv, front: Any, door: tuple[bool, bool] | None) -> str:
+    """The verb-noun caption of what ``action`` did (``carried``, ``front``, ``door``: before it)."""
+    if action == "pick up" and carried is None and level.carrying is not None:
+        return f"pick up the {level.carrying.color} {level.carrying.type}"
+    if action == "drop" and carried is not None and level.carrying is None:
+        return f"drop the {carried.color} {carried.type}"
+    if action == "toggle" and door is not None:
+        was_open, was_locked = door
+        if was_locked and not front.is_locked:
+            return f"unlock the {front.color} door"
+        if was_open != front.is_open:
+            return f"{'open' if front.is_open else 'close'} the {front.color} door"
+    return ""
 
 
 def _make_level(level: str, render_mode: str | None = None, **kwargs: Any) -> MiniGridEnv:

@@ -57,7 +57,6 @@ __all__ = [
     "ClevrRobotEnv",
     "PushSimulator",
     "push",
-    "register_clevr_robot",
     "render_positions",
     "sample_positions",
 ]
@@ -349,9 +348,3 @@ class ClevrRobotEnv(gym.Env[np.ndarray, np.int64]):
         if self.render_mode != "rgb_array":
             return None
         return render_positions(self._positions)
-
-
-def register_clevr_robot() -> None:
-    """Register ``CLEVR-Robot-v0`` with gymnasium (kwargs: ``goal_level``, ``max_steps``, ``render_mode``)."""
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point=f"{__name__}:ClevrRobotEnv")

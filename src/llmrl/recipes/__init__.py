@@ -1,0 +1,70 @@
+"""Recipes: one module per system, all of one shape.
+
+Every recipe module exposes
+
+- ``Config``: a dataclass, a docstring under each field, validated in ``__post_init__``;
+  sub-configs nest (``ELLMConfig.dqn: DQNConfig``) and are named with a dot from outside;
+- ``PRESETS``: named instances of ``Config`` (``cpu`` runs on a laptop, ``paper`` is the paper's scale);
+- ``run(config, out, *, resume=False, progress=True) -> RunResult``: writes the run folder(s)
+  under ``out`` through :mod:`llmrl.runs` and returns what it wrote and its headline numbers.
+
+A recipe made of stages (KALM) also exposes ``STAGES``, a dict of stage name -> a function with
+the same signature as ``run``. ``RECIPES`` below is the registry the CLI reads; modules load only
+when used, so one recipe's dependencies (crafter, mujoco) never stop another from running.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered recipe: where it lives and what it does, in one line."""
+
+    name: str
+    module: str
+    summary: str
+    needs: tuple[str, ...] = ()
+    """Importable packages beyond the core ones (named in the error when one is missing)."""
+
+    def load(self) -> ModuleType:
+        """Import the recipe's module; a missing optional dependency becomes a clear ImportError."""
+        try:
+            return importlib.import_module(self.module)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.split(".")[0] in self.needs:
+                raise ImportError(f"recipe {self.name!r} needs the package {e.name.split('.')[0]!r}, which is not "
+                                  f"installed: pip install {e.name.split('.')[0]}") from None
+            raise
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("glam", "llmrl.recipes.glam", "GLAM: PPO fine-tunes the LM policy over action strings in BabyAI-Text"),
+        Recipe("symbolic-ppo", "llmrl.recipes.symbolic_ppo",
+               "Symbolic-PPO: Stable-Baselines3 PPO on BabyAI's grid, GLAM's tabula-rasa baseline"),
+        Recipe("kalm", "llmrl.recipes.kalm",
+               "KALM: offline RL with the grounded LM's imaginary rollouts on CLEVR-Robot (stages)", ("mujoco",)),
+        Recipe("ellm", "llmrl.recipes.ellm",
+               "ELLM: DQN in Crafter with LM-suggested goals vs no bonus, novelty, RND, oracle", ("crafter",)),
+    )
+}
+
+
+def get(name: str) -> Recipe:
+    if name not in RECIPES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(RECIPES), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown recipe {name!r}{hint}: choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def load(name: str) -> ModuleType:
+    """The recipe module ``name`` (``llmrl.recipes.load("glam").run(...)``)."""
+    return get(name).load()

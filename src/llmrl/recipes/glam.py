@@ -21,15 +21,12 @@ A run directory holds ``config.json``, ``progress.csv``, ``tb/``, ``checkpoints/
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
-import math
 import os
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +34,22 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from llmrl.config import config_from as _config_from
+from llmrl.config import from_dict, require_positive, to_dict
 from llmrl.envs.babyai_text import ACTIONS
-from llmrl.rl.ppo import gae, ppo_losses
+from llmrl.rl.ppo import PPOConfig, gae, ppo_losses
 from llmrl.runs import PROGRESS_COLUMNS as RUN_COLUMNS
-from llmrl.runs import atomic_torch_save
+from llmrl.runs import RunFolder, RunResult, env_seeds, rng
 
+RECIPE = "glam"
 # The shared run-folder columns, plus where each update's time went.
 PROGRESS_COLUMNS = (*RUN_COLUMNS, "rollout_s", "update_s")
+SEED_STRIDE = 10_000  # training levels a run may use: seeds s and s + 1 never share one
+
+
+def _glam_ppo() -> PPOConfig:
+    """GLAM's PPO: 32 envs x 40 steps, 4 epochs of minibatches of 64, γ = λ = 0.99, lr 1e-6."""
+    return PPOConfig(n_steps=40, n_epochs=4, minibatch_size=64, learning_rate=1e-6)
 
 
 @dataclass
@@ -59,40 +65,36 @@ class GLAMConfig:
     device: str = "auto"
     """torch device for the LM: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ..."""
     seed: int = 0
+    """Seeds the adapters' and value head's init, the training levels and the action sampling."""
     total_env_steps: int = 400_000
     """Environment steps over all environments; rounded down to whole updates."""
     n_envs: int = 32
-    n_steps: int = 40
-    """Steps per environment per update (GLAM: 32 envs x 40 = 1,280 transitions)."""
-    n_epochs: int = 4
-    minibatch_size: int = 64
+    """Environments stepped in lockstep (one batched LM forward per step)."""
+    ppo: PPOConfig = field(default_factory=_glam_ppo)
+    """PPO's settings (rollout length, epochs, minibatch, learning rate, clipping, coefficients)."""
     micro_batch_size: int = 16
     """Distinct prompts per forward/backward; gradients accumulate over a minibatch."""
     finetune: str = "lora"
     """lora (peft adapters on the attention projections) or full."""
     lora_r: int = 8
+    """LoRA rank."""
     lora_alpha: int = 16
-    learning_rate: float = 1e-6
-    adam_eps: float = 1e-5
-    gamma: float = 0.99
-    gae_lambda: float = 0.99
-    clip: float = 0.2
-    entropy_coef: float = 0.01
-    value_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    """LoRA scale numerator (the update is scaled by alpha / r)."""
     reward_scale: float = 20.0
     """GLAM multiplies the environment reward by 20 for training."""
     n_observations: int = 3
     """Observations kept in the prompt (GLAM: 3, with the 2 actions between them)."""
     actions: tuple[str, ...] = ACTIONS
+    """The action strings the LM scores, in the environment's action order."""
     normalise_length: bool = False
     """Score actions by mean instead of summed token log-probability."""
     checkpoint_every: int = 1
-    """Updates between checkpoints (a killed run loses at most this many)."""
+    """Environment steps between checkpoints, rounded up to whole updates (1: every update)."""
     eval_episodes: int = 100
+    """Final evaluation episodes (greedy and sampled); 0 skips it."""
     eval_seed: int = 100_000
     """Evaluation episode k is reset with eval_seed + k (disjoint from training levels)."""
-    threads: int = 0
+    torch_threads: int = 0
     """torch threads; 0 keeps torch's default."""
     label: str = "glam"
     """Series name in plots: runs with the same label and env_id are seeds of one series."""
@@ -101,67 +103,65 @@ class GLAMConfig:
         self.actions = tuple(self.actions)
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
-        if self.minibatch_size % self.micro_batch_size:
+        require_positive(self, "n_envs", "micro_batch_size", "total_env_steps", "checkpoint_every", "lora_r")
+        if self.eval_episodes < 0 or self.n_observations < 1:
+            raise ValueError("eval_episodes must be >= 0 and n_observations >= 1")
+        if self.ppo.minibatch_size % self.micro_batch_size:
             raise ValueError(
-                f"minibatch_size ({self.minibatch_size}) must be a multiple of micro_batch_size "
+                f"ppo.minibatch_size ({self.ppo.minibatch_size}) must be a multiple of micro_batch_size "
                 f"({self.micro_batch_size})"
             )
-        if self.batch_size < self.minibatch_size:
+        if self.batch_size < self.ppo.minibatch_size:
             raise ValueError(
-                f"n_envs * n_steps = {self.batch_size} transitions per update is less than "
-                f"minibatch_size = {self.minibatch_size}: raise n_steps or lower minibatch_size"
+                f"n_envs * ppo.n_steps = {self.batch_size} transitions per update is less than "
+                f"ppo.minibatch_size = {self.ppo.minibatch_size}: raise ppo.n_steps or lower ppo.minibatch_size"
             )
         if self.total_env_steps < self.batch_size:
             raise ValueError(
                 f"total_env_steps = {self.total_env_steps} is less than one update "
-                f"(n_envs * n_steps = {self.batch_size})"
+                f"(n_envs * ppo.n_steps = {self.batch_size})"
             )
 
     @property
     def batch_size(self) -> int:
-        return self.n_envs * self.n_steps
+        return self.n_envs * self.ppo.n_steps
 
     @property
     def n_updates(self) -> int:
         return self.total_env_steps // self.batch_size
 
 
+Config = GLAMConfig
+
 PRESETS: dict[str, GLAMConfig] = {
     # GLAM's hyper-parameters and scale (its GoToLocal ablations: 400k steps), for a GPU. GLAM
     # fine-tunes the whole Flan-T5 at lr 1e-6; with LoRA (the default here) use ~1e-4.
     "paper": GLAMConfig(
-        env_id="BabyAI-Text-GoToLocal-v0", total_env_steps=400_000, n_envs=32, n_steps=40,
-        n_epochs=4, minibatch_size=64, micro_batch_size=64, finetune="full", learning_rate=1e-6,
-        label="glam-paper",
+        env_id="BabyAI-Text-GoToLocal-v0", total_env_steps=400_000, n_envs=32,
+        ppo=PPOConfig(n_steps=40, n_epochs=4, minibatch_size=64, learning_rate=1e-6), micro_batch_size=64,
+        finetune="full", label="glam-paper",
     ),
     # About 30 minutes on 2 CPU cores (docs/results/glam.md): GoToLocal's 5x5 room with 2 distractors (zero-shot
     # gemma-3-270m: greedy 0%, sampled ~12%), one observation in the prompt (a third of the tokens),
     # one epoch (the update costs ~3x the rollout), and LoRA's larger learning rate.
     "cpu": GLAMConfig(
-        env_id="BabyAI-Text-GoToLocalS5N2-v0", total_env_steps=8_192, n_envs=16, n_steps=32,
-        n_epochs=1, minibatch_size=64, micro_batch_size=16, finetune="lora", learning_rate=2e-4,
-        n_observations=1, checkpoint_every=1, label="glam-cpu",
+        env_id="BabyAI-Text-GoToLocalS5N2-v0", total_env_steps=8_192, n_envs=16,
+        ppo=PPOConfig(n_steps=32, n_epochs=1, minibatch_size=64, learning_rate=2e-4), micro_batch_size=16,
+        finetune="lora", n_observations=1, checkpoint_every=1, label="glam-cpu",
     ),
 }
 
 
 def config_from(preset: str = "cpu", **overrides: Any) -> GLAMConfig:
-    """A preset with some fields replaced; unknown names are errors that list the valid ones."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown GLAM preset {preset!r}: choose from {', '.join(PRESETS)}")
-    names = {f.name for f in fields(GLAMConfig)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ValueError(f"unknown GLAMConfig field(s) {', '.join(bad)}: valid are {', '.join(sorted(names))}")
-    return replace(PRESETS[preset], **overrides)
+    """A preset with (dotted) fields replaced; unknown names are errors that list the valid ones."""
+    return _config_from(PRESETS, preset, overrides)
 
 
 # --------------------------------------------------------------------------- the policy
 def build_policy(config: GLAMConfig) -> Any:
     """The LM (``config.model``) wrapped as an actor-critic with LoRA or full fine-tuning."""
-    from peft import LoraConfig
-
     from llmrl.lm import load_model
+    from llmrl.lm.lora import default_lora
     from llmrl.roles.policy import LMActorCritic
 
     torch.manual_seed(config.seed)  # the value head's and adapters' initial weights
@@ -169,10 +169,7 @@ def build_policy(config: GLAMConfig) -> Any:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = load_model(config.model, dtype=config.dtype, device=device)
-    lora = None
-    if config.finetune == "lora":
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora = default_lora(config.lora_r, config.lora_alpha) if config.finetune == "lora" else None
     policy = LMActorCritic(lm, config.actions, lora=lora, normalise_length=config.normalise_length)
     if config.finetune == "full":
         lm.model.requires_grad_(True)
@@ -205,14 +202,53 @@ def load_trainable_state(policy: Any, config: GLAMConfig, state: dict[str, torch
         policy.llm.load_state_dict(lm)
 
 
-def trained_weights(run_dir: str | os.PathLike[str]) -> Path:
-    """The file holding a run's trained weights: its final ``policy/`` or else its latest checkpoint."""
+def policy_key(policy: Any, config: GLAMConfig) -> str:
+    """A short hash of the trained weights: names a trained policy's scores in a cache (the same key
+    for the recipe's final evaluation and for ``llmrl eval --policy``)."""
+    from safetensors.torch import save
+
+    return hashlib.sha256(save(_plain(trainable_state(policy, config)))).hexdigest()[:16]
+
+
+def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+POLICY_FILE = Path("policy") / "weights.safetensors"
+
+
+def save_policy(policy: Any, config: GLAMConfig, run: Path) -> Path:
+    """The trained adapters (or weights) and value head as plain tensors (safetensors: loading
+    them runs no code, so a shared run folder is safe to evaluate)."""
+    from safetensors.torch import save
+
+    from llmrl.runs import atomic_write_bytes
+
+    path = run / POLICY_FILE
+    atomic_write_bytes(path, save(_plain(trainable_state(policy, config))))
+    return path
+
+
+def trained_weights(run_dir: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A run's trained weights: its final ``policy/weights.safetensors``, or else the trainable
+    part of its latest checkpoint (read with ``weights_only=True``: tensors and plain data only)."""
     run = Path(run_dir)
-    for path in (run / "policy" / "weights.pt", run / "checkpoints" / "latest.pt"):
-        if path.exists():
-            return path
+    if (run / POLICY_FILE).exists():
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(run / POLICY_FILE)
+        except Exception as e:  # noqa: BLE001 - a damaged file: say which
+            raise ValueError(f"{run / POLICY_FILE} cannot be read ({e}): is the run folder complete?") from None
+    ckpt = run / "checkpoints" / "latest.pt"
+    if ckpt.exists():
+        try:
+            return torch.load(ckpt, map_location="cpu", weights_only=True)["trainable"]
+        except Exception as e:  # noqa: BLE001 - unsafe or damaged content is refused, not run
+            raise ValueError(f"{ckpt} cannot be read as plain tensors ({type(e).__name__}): it is damaged, or not "
+                             "a checkpoint written by `llmrl train glam`") from None
     raise FileNotFoundError(
-        f"{run} has neither policy/weights.pt nor checkpoints/latest.pt: "
+        f"{run} has neither {POLICY_FILE} nor checkpoints/latest.pt: "
         "is it a `llmrl train glam` run folder that ran at least one update?"
     )
 
@@ -220,21 +256,35 @@ def trained_weights(run_dir: str | os.PathLike[str]) -> Path:
 def load_trained_policy(run_dir: str | os.PathLike[str]) -> tuple[Any, GLAMConfig]:
     """A trained policy from a run folder (see :func:`trained_weights`), ready to evaluate."""
     config = read_config(Path(run_dir))
-    state = torch.load(trained_weights(run_dir), map_location="cpu", weights_only=False)
-    state = state.get("trainable", state)
+    state = trained_weights(run_dir)
     policy = build_policy(config)
     load_trainable_state(policy, config, state)
     policy.eval()
     return policy, config
 
 
+def cached_policy_lm(policy: Any, config: GLAMConfig, cache_file: str | os.PathLike[str] | None = None) -> Any:
+    """The trained policy's LM behind the persistent result cache, keyed by its weights
+    (:func:`policy_key`): frozen from here on, and small levels repeat their views."""
+    from llmrl.lm.cache import CachedLM
+
+    return CachedLM(policy.lm, cache_file, model_key=f"{policy.lm.cache_identity}+trained:{policy_key(policy, config)}")
+
+
 def read_config(run: Path) -> GLAMConfig:
+    """The GLAMConfig a run folder was trained with (its ``config.json``)."""
+    import json
+
     path = run / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: pass a run folder written by `llmrl train glam`")
-    data = json.loads(path.read_text())
-    names = {f.name for f in fields(GLAMConfig)}
-    return GLAMConfig(**{k: v for k, v in data.items() if k in names})
+    try:
+        data = json.loads(path.read_text())
+        if data.get("recipe") != RECIPE:
+            raise ValueError(f"it holds a {data.get('recipe')!r} run")
+        return from_dict(GLAMConfig, data["config"])
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{path} is not a `llmrl train glam` config ({e}): pass a GLAM run folder") from None
 
 
 # --------------------------------------------------------------------------- the rollout state
@@ -251,24 +301,22 @@ class Rollouts:
     finished: list[tuple[bool, float, int]] = field(default_factory=list)  # (success, return, length)
 
 
-def start_rollouts(config: GLAMConfig) -> Rollouts:
+def start_rollouts(config: GLAMConfig, make_env: Callable[[], gym.Env] | None = None) -> Rollouts:
+    """``n_envs`` environments, each reset once with its seed (later resets continue its own
+    generator). ``make_env`` builds a wrapped environment, e.g. with an explorer's bonus on it
+    (roles compose as Gymnasium wrappers); by default ``gym.make(config.env_id)``."""
     import llmrl.envs  # noqa: F401  (registers the BabyAI-Text ids)
     from llmrl.roles.policy import PromptHistory
 
-    envs = [gym.make(config.env_id) for _ in range(config.n_envs)]
-    infos = []
-    for i, env in enumerate(envs):
-        # Seed each environment once; later resets continue its own generator.
-        _, info = env.reset(seed=config.seed * 10_000 + i)
-        infos.append(info)
+    envs = [make_env() if make_env is not None else gym.make(config.env_id) for _ in range(config.n_envs)]
+    infos = [env.reset(seed=s)[1] for env, s in zip(envs, env_seeds(config.seed, len(envs), stride=SEED_STRIDE))]
     histories = [PromptHistory(config.actions, config.n_observations) for _ in envs]
-    return Rollouts(envs, infos, histories, [0.0] * len(envs), [0] * len(envs),
-                    np.random.default_rng([config.seed, 1]))
+    return Rollouts(envs, infos, histories, [0.0] * len(envs), [0] * len(envs), rng(config.seed, 1))
 
 
 def collect(policy: Any, config: GLAMConfig, ro: Rollouts) -> dict[str, Any]:
-    """Step every environment ``n_steps`` times with the current policy; return the batch."""
-    T, N = config.n_steps, config.n_envs
+    """Step every environment ``ppo.n_steps`` times with the current policy; return the batch."""
+    T, N = config.ppo.n_steps, config.n_envs
     prompts: list[list[str]] = []
     actions = torch.zeros(T, N, dtype=torch.long)
     logps = torch.zeros(T, N)
@@ -314,7 +362,7 @@ def collect(policy: Any, config: GLAMConfig, ro: Rollouts) -> dict[str, Any]:
         # V of the prompts that follow the rollout, to bootstrap unfinished episodes.
         next_prompts = [h.preview(info["mission"], info["descriptions"]) for h, info in zip(ro.histories, ro.infos)]
         _, last_value = act_values(next_prompts)
-    advantages, returns = gae(rewards, values, dones, last_value, config.gamma, config.gae_lambda)
+    advantages, returns = gae(rewards, values, dones, last_value, config.ppo.gamma, config.ppo.gae_lambda)
     flat = [p for step in prompts for p in step]
     return {
         "prompts": flat, "actions": actions.flatten(), "logp": logps.flatten(),
@@ -325,15 +373,16 @@ def collect(policy: Any, config: GLAMConfig, ro: Rollouts) -> dict[str, Any]:
 def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch: dict[str, Any],
            rng: np.random.Generator) -> dict[str, float]:
     """PPO epochs over the batch; returns the mean of each loss term."""
+    ppo = config.ppo
     trainable = [p for p in policy.parameters() if p.requires_grad]
     n = len(batch["prompts"])
     sums: dict[str, float] = {}
     n_minibatches = 0
     policy.train()
-    for _ in range(config.n_epochs):
+    for _ in range(ppo.n_epochs):
         order = rng.permutation(n)
-        for start in range(0, n - config.minibatch_size + 1, config.minibatch_size):
-            mb = order[start : start + config.minibatch_size]
+        for start in range(0, n - ppo.minibatch_size + 1, ppo.minibatch_size):
+            mb = order[start : start + ppo.minibatch_size]
             adv = batch["advantages"][mb]
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # per minibatch, as in PPO2 / GLAM
             # Each distinct prompt is forwarded once; its samples share the result (same loss,
@@ -352,178 +401,123 @@ def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch:
                 out = ppo_losses(
                     logp_all[rows], on["actions"], on["logp"], adv[sel].to(v.device), v[rows],
                     on["values"], on["returns"],
-                    clip=config.clip, value_coef=config.value_coef, entropy_coef=config.entropy_coef,
+                    clip_range=ppo.clip_range, vf_coef=ppo.vf_coef, ent_coef=ppo.ent_coef,
                     normalise_advantages=False,
                 )
                 (out.total * len(sel) / len(mb)).backward()
                 for k in ("policy", "value", "entropy", "approx_kl", "clip_fraction"):
                     sums[k] = sums.get(k, 0.0) + float(getattr(out, k).detach()) * len(sel) / len(mb)
-            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable, ppo.max_grad_norm)
             optim.step()
             n_minibatches += 1
     policy.eval()
     return {k: v / max(n_minibatches, 1) for k, v in sums.items()}
 
 
-# --------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, **state: Any) -> None:
-    atomic_torch_save(path, state, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-
-
-class ProgressLog:
-    """progress.csv (one row per update) and TensorBoard, both truncated to a resumed update."""
-
-    def __init__(self, run: Path, resume_update: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.path = run / "progress.csv"
-        rows = []
-        if resume_update and self.path.exists():
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["updates"]) <= resume_update]
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, PROGRESS_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-        # purge_step drops TensorBoard events a killed run wrote after its last checkpoint.
-        self.tb = SummaryWriter(str(run / "tb"), purge_step=resume_update + 1 if resume_update else None)
-
-    def write(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, PROGRESS_COLUMNS).writerow({k: _cell(row.get(k)) for k in PROGRESS_COLUMNS})
-        step = row["updates"]
-        for k in ("success_rate", "mean_return", "mean_length", "steps_per_s"):
-            if row.get(k) is not None:
-                self.tb.add_scalar(f"charts/{k}", row[k], step)
-        for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
-            if row.get(k) is not None:
-                self.tb.add_scalar(f"losses/{k}", row[k], step)
-        self.tb.add_scalar("charts/env_steps", row["env_steps"], step)
-        self.tb.flush()
-
-    def close(self) -> None:
-        self.tb.close()
-
-
-def _cell(x: Any) -> Any:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return f"{x:.6g}" if isinstance(x, float) else x
-
-
 # --------------------------------------------------------------------------- the run
-def train(
-    config: GLAMConfig,
-    out_dir: str | os.PathLike[str],
-    resume: bool = False,
-    progress: bool = True,
-    evaluate_at_end: bool = True,
-    on_update: Callable[[int], None] | None = None,
-    command: str | None = None,
-) -> Path:
-    """Train the GLAM policy described by ``config``; everything goes into ``out_dir``.
+def run(config: GLAMConfig, out: str | os.PathLike[str], *, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train the GLAM policy described by ``config`` into the run folder ``out``, then evaluate it.
 
-    With ``resume=True`` and a checkpoint in ``out_dir``, the run continues from it (same config
-    required) and reproduces the uninterrupted run's numbers. ``on_update(k)`` is called after
-    update k's checkpoint (tests use it to kill a run at a known point).
+    With ``resume=True`` the run in ``out`` continues from its last checkpoint (same config
+    required) and reproduces the uninterrupted run's rows exactly (CPU, same thread count).
     """
-    from tqdm import tqdm
-
-    run = Path(out_dir)
-    ckpt_path = run / "checkpoints" / "latest.pt"
-    config_json = {"recipe": "glam", **asdict(config), "n_updates": config.n_updates, "command": command}
-    if resume and ckpt_path.exists():
-        saved = read_config(run)
-        if asdict(saved) != asdict(config):
-            diff = [k for k, v in asdict(config).items() if asdict(saved).get(k) != v]
-            raise ValueError(
-                f"--resume: {run} was started with a different config (fields {', '.join(diff)}); "
-                "resume with the same settings or use a new --out folder"
-            )
-    elif (run / "progress.csv").exists() and not resume:
-        raise FileExistsError(f"{run} already holds a run: pass --resume to continue it, or choose a new --out")
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(config_json, indent=2, default=list) + "\n")
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    folder = RunFolder(out, RECIPE, config, resume=resume, may_change=("eval_episodes", "checkpoint_every", "label"),
+                       identity={"label": config.label, "env_id": config.env_id, "seed": config.seed,
+                                 "n_updates": config.n_updates})
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
     policy = build_policy(config)
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    optim = torch.optim.Adam(trainable, lr=config.learning_rate, eps=config.adam_eps)
+    optim = torch.optim.Adam(trainable, lr=config.ppo.learning_rate, eps=config.ppo.adam_eps)
     counters = {"updates": 0, "env_steps": 0, "episodes": 0, "wall_s": 0.0}
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = folder.load_checkpoint()
+    if ckpt is not None:
         load_trainable_state(policy, config, ckpt["trainable"])
         optim.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
-        ro: Rollouts = pickle.loads(ckpt["rollouts"])
+        ro: Rollouts = pickle.loads(ckpt["rollouts"])  # the user's own checkpoint (see llmrl.runs)
         counters = ckpt["counters"]
     else:
         ro = start_rollouts(config)
-    log = ProgressLog(run, counters["updates"])
-
-    bar = tqdm(total=config.n_updates * config.batch_size, initial=counters["env_steps"], unit="step",
-               disable=not progress, dynamic_ncols=True, desc=f"glam {config.env_id}")
+    log = folder.progress(PROGRESS_COLUMNS, resume_at=counters["env_steps"])
+    bar = _bar(config, counters["env_steps"], progress)
     while counters["updates"] < config.n_updates:
-        t0 = time.perf_counter()
-        batch = collect(policy, config, ro)
-        t1 = time.perf_counter()
-        losses = update(policy, optim, config, batch, ro.rng)
-        dt = time.perf_counter() - t0
-        counters["updates"] += 1
-        counters["env_steps"] += config.batch_size
-        counters["wall_s"] += dt
-        done, ro.finished = ro.finished, []
-        counters["episodes"] += len(done)
-        row = {
-            **{k: counters[k] for k in ("env_steps", "updates", "episodes", "wall_s")},
-            "success_rate": float(np.mean([d[0] for d in done])) if done else None,
-            "mean_return": float(np.mean([d[1] for d in done])) if done else None,
-            "mean_length": float(np.mean([d[2] for d in done])) if done else None,
-            "policy_loss": losses.get("policy"), "value_loss": losses.get("value"),
-            "entropy": losses.get("entropy"), "approx_kl": losses.get("approx_kl"),
-            "clip_fraction": losses.get("clip_fraction"), "steps_per_s": config.batch_size / dt,
-            "rollout_s": t1 - t0, "update_s": dt - (t1 - t0),
-        }
+        row = _one_update(policy, optim, config, ro, counters)
         log.write(row)
-        if counters["updates"] % config.checkpoint_every == 0 or counters["updates"] == config.n_updates:
-            save_checkpoint(
-                ckpt_path, trainable=trainable_state(policy, config), optimizer=optim.state_dict(),
-                torch_rng=torch.get_rng_state(), rollouts=pickle.dumps(ro), counters=dict(counters),
-            )
-        bar.update(config.batch_size)
-        sr = row["success_rate"]
-        bar.set_postfix(success="-" if sr is None else f"{sr:.2f}", ent=f"{losses.get('entropy', 0):.2f}",
-                        vloss=f"{losses.get('value', 0):.2f}", sps=f"{row['steps_per_s']:.1f}")
-        if on_update is not None:
-            on_update(counters["updates"])
-    bar.close()
+        if _checkpoint_due(config, counters["env_steps"]):
+            folder.save_checkpoint({"trainable": _plain(trainable_state(policy, config)), "optimizer": optim.state_dict(),
+                                    "torch_rng": torch.get_rng_state(), "rollouts": pickle.dumps(ro),
+                                    "counters": dict(counters)}, plain=True)
+        if bar is not None:
+            bar.update(config.batch_size)
+            bar.set_postfix(success="-" if row["success_rate"] is None else f"{row['success_rate']:.2f}",
+                            ent=f"{row['entropy'] or 0:.2f}", sps=f"{row['steps_per_s']:.1f}")
+    if bar is not None:
+        bar.close()
     log.close()
     for env in ro.envs:
         env.close()
+    files = {"policy": save_policy(policy, config, folder.path), "progress": folder.path / "progress.csv"}
+    metrics: dict[str, Any] = {"env_steps": counters["env_steps"], "updates": counters["updates"]}
+    if config.eval_episodes > 0:
+        results = evaluate_policy(policy, config, folder.path / "eval", progress=progress)
+        files["eval"] = folder.path / "eval" / "results.json"
+        metrics.update({f"{r.agent}/success_rate": r.summary()["success_rate"] for r in results})
+    folder.finish(metrics)
+    return RunResult(RECIPE, folder.path, metrics, files)
 
-    (run / "policy").mkdir(exist_ok=True)
-    save_checkpoint(run / "policy" / "weights.pt", **trainable_state(policy, config))
-    if evaluate_at_end and config.eval_episodes > 0:
-        evaluate_policy(policy, config, run / "eval", progress=progress)
-    return run
+
+def _one_update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, ro: Rollouts,
+                counters: dict[str, Any]) -> dict[str, Any]:
+    """Rollout, GAE and PPO epochs; advances ``counters`` and returns the progress row."""
+    t0 = time.perf_counter()
+    batch = collect(policy, config, ro)
+    t1 = time.perf_counter()
+    losses = update(policy, optim, config, batch, ro.rng)
+    dt = time.perf_counter() - t0
+    counters["updates"] += 1
+    counters["env_steps"] += config.batch_size
+    counters["wall_s"] += dt
+    done, ro.finished = ro.finished, []
+    counters["episodes"] += len(done)
+    return {
+        **{k: counters[k] for k in ("env_steps", "updates", "episodes", "wall_s")},
+        "success_rate": float(np.mean([d[0] for d in done])) if done else None,
+        "mean_return": float(np.mean([d[1] for d in done])) if done else None,
+        "mean_length": float(np.mean([d[2] for d in done])) if done else None,
+        "policy_loss": losses.get("policy"), "value_loss": losses.get("value"),
+        "entropy": losses.get("entropy"), "approx_kl": losses.get("approx_kl"),
+        "clip_fraction": losses.get("clip_fraction"), "steps_per_s": config.batch_size / dt,
+        "rollout_s": t1 - t0, "update_s": dt - (t1 - t0),
+    }
+
+
+def _checkpoint_due(config: GLAMConfig, env_steps: int) -> bool:
+    """After the update that crossed a multiple of ``checkpoint_every`` env steps, and after the last."""
+    before = env_steps - config.batch_size
+    return env_steps // config.checkpoint_every > before // config.checkpoint_every or env_steps >= (
+        config.n_updates * config.batch_size)
+
+
+def _bar(config: GLAMConfig, initial: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.n_updates * config.batch_size, initial=initial, unit="step", dynamic_ncols=True,
+                desc=f"glam {config.env_id}")
 
 
 def evaluate_policy(policy: Any, config: GLAMConfig, out_dir: Path, progress: bool = True,
-                    env_ids: tuple[str, ...] | None = None) -> Path:
+                    env_ids: tuple[str, ...] | None = None) -> list[Any]:
     """Greedy and sampled evaluation of the trained policy on held-out levels (``eval_seed``)."""
     from tqdm import tqdm
 
     from llmrl.evaluation import evaluate, write_results
     from llmrl.roles.policy import LLMPolicyAgent
 
-    from llmrl.lm.cache import CachedLM
-
-    # The weights are frozen from here on, and small levels repeat views: score each prompt once.
-    digest = hashlib.sha256(b"".join(t.detach().float().cpu().numpy().tobytes()
-                                     for t in trainable_state(policy, config).values())).hexdigest()[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
-    lm = CachedLM(policy.lm, out_dir / "scores.sqlite", model_key=f"{policy.lm.cache_identity}+trained:{digest}")
+    lm = cached_policy_lm(policy, config, out_dir / "scores.sqlite")
     results = []
     for env_id in env_ids or (config.env_id,):
         for name, greedy in ((f"{config.label}", True), (f"{config.label}-sampled", False)):
@@ -535,5 +529,5 @@ def evaluate_policy(policy: Any, config: GLAMConfig, out_dir: Path, progress: bo
                                n_envs=config.n_envs, seed=config.eval_seed, env_id=env_id,
                                progress=lambda k: bar.update(k - bar.n))
             results.append(res)
-            write_results(results, out_dir, {"recipe": "glam", "config": asdict(config)})
-    return out_dir
+            write_results(results, out_dir, {"recipe": RECIPE, "config": to_dict(config)})
+    return results

@@ -28,17 +28,44 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmrl.config import config_from as _config_from
+from llmrl.config import to_dict
 from llmrl.envs.clevr_goals import LEVELS, Goal, goal_from_spec, sample_goal
+from llmrl.roles.imagination import GroundingConfig
+from llmrl.runs import RunResult, atomic_write_json, check_output_folder
 from llmrl.stats import t_interval, wilson_interval
 
-STAGES = ("collect", "ground", "imagine", "train", "evaluate")
+RECIPE = "kalm"
+STAGE_NAMES = ("collect", "ground", "imagine", "train", "evaluate")
 NOVEL_LEVELS = ("rephrase", "easy", "hard")
+OFFLINE_ALGOS = ("bc", "cql", "iql")  # llmrl.rl.offline.ALGOS, named here so a config needs no torch
+
+
+@dataclass
+class ImaginationConfig:
+    """How many imaginary rollouts the grounded LM writes per novel goal level, and how."""
+
+    rephrase: int = 400
+    """Rollouts for held-out rephrasings of seen goals (KALM: 5,600)."""
+    easy: int = 400
+    """Rollouts for unseen-easy goals (KALM: 72,400)."""
+    hard: int = 200
+    """Rollouts for unseen-hard goals (KALM: 1,680)."""
+    batch_size: int = 32
+    """Rollouts decoded together (KV cache, batched)."""
+
+    def __post_init__(self) -> None:
+        if min(self.rephrase, self.easy, self.hard) < 0 or self.batch_size < 1:
+            raise ValueError("imagined rollout counts must be >= 0 and batch_size >= 1")
+
+    def count(self, level: str) -> int:
+        return {"rephrase": self.rephrase, "easy": self.easy, "hard": self.hard}[level]
 
 
 @dataclass
@@ -46,46 +73,24 @@ class KALMConfig:
     """Everything a KALM pipeline depends on; ``PRESETS`` holds the named instances."""
 
     seed: int = 0
-    """Seed of data collection, grounding and imagination (offline RL uses seeds 0..n_seeds-1)."""
+    """Seed of data collection, grounding and imagination (offline RL has its own ``offline_seeds``)."""
     # -- collect
     n_real_episodes: int = 6400
     """Real (goal, rollout) pairs collected by the scripted expert on seen goals (KALM's offline RL uses 6,400)."""
     expert_epsilon: float = 0.1
     """Probability that the expert takes a random action instead of its choice."""
     # -- ground
-    model: str = "gemma-3-270m"
-    """LM to ground (``llmrl.lm.load_model``); a local transformers model."""
-    dtype: str = "auto"
-    """auto (bf16 where the CPU has it), bf16 or fp32."""
-    ground_episodes: int = 6400
-    """Real episodes turned into fine-tuning sequences (each gives one sequence per task)."""
-    ground_tasks: tuple[str, ...] = ("generation", "dynamics", "terminal", "explanation")
-    """KALM's fine-tuning tasks: rollout generation, dynamics, terminal-state prediction, rollout explanation."""
-    ground_epochs: int = 1
-    """Passes over the fine-tuning sequences."""
-    ground_batch_size: int = 8
-    """Sequences per optimiser step."""
-    ground_learning_rate: float = 1e-3
-    """AdamW learning rate of LoRA and the numeric adapters."""
-    finetune: str = "lora"
-    """lora (adapters + LoRA on attention) or full (every LM weight, as in KALM)."""
-    lora_r: int = 8
-    """LoRA rank."""
+    grounding: GroundingConfig = field(default_factory=lambda: GroundingConfig(episodes=6400))
+    """The LM to ground and how (tasks, epochs, batch, learning rate, LoRA or full)."""
     # -- imagine
-    imagine_rephrase: int = 400
-    """Imaginary rollouts for held-out rephrasings of seen goals (KALM: 5,600)."""
-    imagine_easy: int = 400
-    """Imaginary rollouts for unseen-easy goals (KALM: 72,400)."""
-    imagine_hard: int = 200
-    """Imaginary rollouts for unseen-hard goals (KALM: 1,680)."""
-    imagine_batch_size: int = 32
-    """Rollouts decoded together (KV cache, batched)."""
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
+    """Imaginary rollouts per novel goal level."""
     # -- train
     algos: tuple[str, ...] = ("bc", "cql")
     """Offline RL algorithms (llmrl.rl.offline): bc, cql, iql."""
-    n_seeds: int = 3
-    """Offline RL seeds per (algorithm, data) pair."""
-    offline_steps: int = 20_000
+    offline_seeds: tuple[int, ...] = (0, 1, 2)
+    """One offline RL run per (algorithm, data, seed)."""
+    gradient_steps: int = 20_000
     """Gradient steps per offline RL run (KALM: 500k)."""
     offline_real_episodes: int = 0
     """Real episodes the offline RL sees (0: all collected; KALM: 6,400 of its 100k)."""
@@ -101,82 +106,68 @@ class KALMConfig:
     eval_lm_policy: bool = True
     """Also evaluate the grounded LM itself as a closed-loop policy (greedy actions, real states fed back)."""
 
+    def __post_init__(self) -> None:
+        self.algos, self.offline_seeds = tuple(self.algos), tuple(int(s) for s in self.offline_seeds)
+        bad = [a for a in self.algos if a not in OFFLINE_ALGOS]
+        if bad or not self.algos:
+            raise ValueError(f"unknown offline algorithm(s) {bad}: choose from {', '.join(OFFLINE_ALGOS)}")
+        if self.grounding.episodes > self.n_real_episodes:
+            raise ValueError(f"grounding.episodes ({self.grounding.episodes}) exceeds n_real_episodes "
+                             f"({self.n_real_episodes}): collect more or ground on fewer")
+        if self.imaginary_filter not in ("all", "reached"):
+            raise ValueError(f"imaginary_filter must be 'all' or 'reached', got {self.imaginary_filter!r}")
+        if not 0.0 < self.mix_ratio < 1.0:
+            raise ValueError(f"mix_ratio must be in (0, 1), got {self.mix_ratio}")
+        if not 0 <= self.offline_real_episodes <= self.n_real_episodes:
+            raise ValueError(f"offline_real_episodes must be in [0, n_real_episodes = {self.n_real_episodes}] "
+                             f"(0 = all), got {self.offline_real_episodes}")
+        if min(self.n_real_episodes, len(self.offline_seeds), self.gradient_steps, self.eval_episodes) < 1:
+            raise ValueError("n_real_episodes, offline_seeds, gradient_steps and eval_episodes must be positive")
+
+
+Config = KALMConfig
 
 PRESETS = {
     # The paper's scale where it is known (data sizes, 500k offline steps); the LM is ours.
-    "paper": KALMConfig(n_real_episodes=100_000, ground_episodes=100_000, ground_epochs=10,
-                        imagine_rephrase=5_600, imagine_easy=72_400, imagine_hard=1_680,
-                        offline_real_episodes=6_400, offline_steps=500_000, eval_episodes=111),
+    "paper": KALMConfig(n_real_episodes=100_000, grounding=GroundingConfig(episodes=100_000, epochs=10),
+                        imagination=ImaginationConfig(rephrase=5_600, easy=72_400, hard=1_680),
+                        offline_real_episodes=6_400, gradient_steps=500_000, eval_episodes=111),
     # A 2-core CPU in about an hour (grounding: 3 epochs, ~30 min); see docs/results/kalm.md.
-    "cpu": KALMConfig(n_real_episodes=2000, ground_episodes=2000, ground_epochs=3, imagine_rephrase=1000,
-                      imagine_easy=1000, imagine_hard=400, offline_steps=20_000, eval_episodes=100),
+    "cpu": KALMConfig(n_real_episodes=2000, grounding=GroundingConfig(episodes=2000, epochs=3),
+                      imagination=ImaginationConfig(rephrase=1000, easy=1000, hard=400), gradient_steps=20_000,
+                      eval_episodes=100),
 }
-
-TASK_IDS = {"generation": 0, "dynamics": 1, "terminal": 2, "explanation": 3}
 
 
 def config_from(preset: str = "cpu", **overrides: Any) -> KALMConfig:
-    """A preset with some fields replaced; unknown names are errors that list the valid ones."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown KALM preset {preset!r}: choose from {', '.join(PRESETS)}")
-    names = {f.name for f in fields(KALMConfig)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ValueError(f"unknown KALMConfig field(s) {', '.join(bad)}: valid are {', '.join(sorted(names))}")
-    config = replace(PRESETS[preset], **overrides)
-    validate(config)
-    return config
-
-
-def validate(config: KALMConfig) -> None:
-    from llmrl.rl.offline import ALGOS
-
-    unknown = [t for t in config.ground_tasks if t not in TASK_IDS]
-    if unknown:
-        raise ValueError(f"unknown grounding task(s) {unknown}: choose from {', '.join(TASK_IDS)}")
-    bad = [a for a in config.algos if a not in ALGOS]
-    if bad:
-        raise ValueError(f"unknown offline algorithm(s) {bad}: choose from {', '.join(ALGOS)}")
-    if config.finetune not in ("lora", "full"):
-        raise ValueError(f"finetune must be 'lora' or 'full', got {config.finetune!r}")
-    if config.ground_episodes > config.n_real_episodes:
-        raise ValueError(f"ground_episodes ({config.ground_episodes}) exceeds n_real_episodes "
-                         f"({config.n_real_episodes}): collect more or ground on fewer")
-    if config.imaginary_filter not in ("all", "reached"):
-        raise ValueError(f"imaginary_filter must be 'all' or 'reached', got {config.imaginary_filter!r}")
-    if not 0.0 < config.mix_ratio < 1.0:
-        raise ValueError(f"mix_ratio must be in (0, 1), got {config.mix_ratio}")
-    if not 0 <= config.offline_real_episodes <= config.n_real_episodes:
-        raise ValueError(f"offline_real_episodes must be in [0, n_real_episodes = {config.n_real_episodes}] "
-                         f"(0 = all), got {config.offline_real_episodes}")
-    if min(config.n_real_episodes, config.n_seeds, config.offline_steps, config.eval_episodes) < 1:
-        raise ValueError("n_real_episodes, n_seeds, offline_steps and eval_episodes must be positive")
+    """A preset with (dotted) fields replaced; unknown names are errors that list the valid ones."""
+    return _config_from(PRESETS, preset, overrides)
 
 
 # --------------------------------------------------------------------------- stage folders
 STAGE_FIELDS = {
     "collect": ("seed", "n_real_episodes", "expert_epsilon"),
-    "ground": ("seed", "model", "dtype", "ground_episodes", "ground_tasks", "ground_epochs", "ground_batch_size",
-               "ground_learning_rate", "finetune", "lora_r"),
-    "imagine": ("seed", "imagine_rephrase", "imagine_easy", "imagine_hard"),
-    "train": ("algos", "n_seeds", "offline_steps", "offline_real_episodes", "mix_ratio", "imaginary_filter"),
+    "ground": ("seed", "grounding"),
+    "imagine": ("seed", "imagination"),
+    "train": ("algos", "offline_seeds", "gradient_steps", "offline_real_episodes", "mix_ratio", "imaginary_filter"),
     "evaluate": ("eval_episodes", "eval_seed", "eval_lm_policy"),
 }
 UPSTREAM = {"collect": (), "ground": ("collect",), "imagine": ("ground",), "train": ("collect", "imagine"),
             "evaluate": ("train", "ground")}
 # Bump when a stage's code changes what it produces, so old artifacts are not reused.
-STAGE_VERSION = {"collect": 1, "ground": 1, "imagine": 1, "train": 1, "evaluate": 1}
-
-
-# Fields added after artifacts existed, with the value that reproduces the old behaviour: at that
-# value they stay out of the key, so the old artifacts stay valid.
-ADDED_FIELDS = {"imaginary_filter": "all", "offline_real_episodes": 0}
+STAGE_VERSION = {"collect": 1, "ground": 2, "imagine": 2, "train": 2, "evaluate": 2}
+# Settings that cannot change a stage's result; they stay out of its key.
+BOOKKEEPING = {"grounding": ("checkpoint_every", "log_every"), "imagination": ("batch_size",)}
 
 
 def stage_key(config: KALMConfig, stage: str) -> str:
     """Hash of the stage's settings, its code version and (recursively) its inputs' keys."""
-    settings = {name: getattr(config, name) for name in STAGE_FIELDS[stage]
-                if ADDED_FIELDS.get(name, object()) != getattr(config, name)}
+    settings = {}
+    for name in STAGE_FIELDS[stage]:
+        value = to_dict(getattr(config, name)) if name in BOOKKEEPING else getattr(config, name)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in BOOKKEEPING[name]}
+        settings[name] = value
     payload = {"stage": stage, "version": STAGE_VERSION[stage], "settings": settings,
                "inputs": {up: stage_key(config, up) for up in UPSTREAM[stage]}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
@@ -190,36 +181,44 @@ def is_done(path: Path) -> bool:
     return (path / "done.json").exists()
 
 
-def open_stage(out: str | os.PathLike[str], config: KALMConfig, stage: str) -> tuple[Path, bool]:
-    """The stage's folder (created) and whether the stage has already finished there."""
+def open_stage(out: str | os.PathLike[str], config: KALMConfig, stage: str, resume: bool) -> tuple[Path, bool]:
+    """The stage's folder (created) and whether the stage has already finished there. A finished
+    stage is reused (its key says its inputs are the same); an interrupted one continues only with
+    ``resume=True``."""
     path = stage_dir(out, config, stage)
     done = is_done(path)
+    if not done and path.is_dir() and any(path.iterdir()) and not resume:
+        raise FileExistsError(f"stage {stage!r} was interrupted in {path}: pass --resume to continue it")
     path.mkdir(parents=True, exist_ok=True)
     return path, done
 
 
-def mark_done(path: Path, config: KALMConfig, stage: str, summary: dict[str, Any], started: float) -> None:
-    record = {"stage": stage, "key": stage_key(config, stage), "config": asdict(config),
+def mark_done(path: Path, config: KALMConfig, stage: str, summary: dict[str, Any], started: float) -> RunResult:
+    record = {"stage": stage, "key": stage_key(config, stage), "config": to_dict(config),
               "seconds": round(time.time() - started, 1), **summary}
-    write_json(path / "done.json", record)
+    atomic_write_json(path / "done.json", record)
+    return _result(path)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+def _result(path: Path) -> RunResult:
+    """A finished stage's RunResult, from its done.json."""
+    record = json.loads((path / "done.json").read_text())
+    metrics = {k: v for k, v in record.items() if k not in ("stage", "key", "config")}
+    report = (path / "results.md").read_text() if (path / "results.md").exists() else ""
+    return RunResult(f"{RECIPE} {record['stage']}", path, metrics, {}, report)
 
 
 def require(out: str | os.PathLike[str], config: KALMConfig, stage: str) -> Path:
     path = stage_dir(out, config, stage)
     if not is_done(path):
         raise FileNotFoundError(f"stage {stage!r} has not finished for this configuration ({path} has no done.json): "
-                                f"run `llmrl kalm {stage}` with the same settings first, or `llmrl kalm all`")
+                                f"run `llmrl train kalm --stage {stage}` with the same settings first, or "
+                                "`llmrl train kalm` for all stages")
     return path
 
 
-def _log(message: str, quiet: bool) -> None:
-    if not quiet:
+def _log(message: str, progress: bool) -> None:
+    if progress:
         print(f"[kalm {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
@@ -248,15 +247,16 @@ def rollout_expert(env: Any, expert: Any, seed: int, rng: np.random.Generator) -
                           "imaginary": False})
 
 
-def collect(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+def collect(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
+            progress: bool = True) -> RunResult:
     """Stage 1: real expert episodes on seen goals → ``real.npz``."""
     from llmrl.data import EpisodeDataset
     from llmrl.envs.clevr_expert import ClevrExpert
     from llmrl.envs.clevr_robot import ClevrRobotEnv
 
-    path, done = open_stage(out, config, "collect")
+    path, done = open_stage(out, config, "collect", resume)
     if done:
-        return path
+        return _result(path)
     started = time.time()
     partial = path / "partial.npz"
     data = EpisodeDataset.load(partial) if partial.exists() else EpisodeDataset([], {})
@@ -269,7 +269,7 @@ def collect(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
         if (i + 1) % 200 == 0 or i + 1 == config.n_real_episodes:
             data.save(partial)
             _log(f"collect: {i + 1}/{config.n_real_episodes} episodes, expert success "
-                 f"{np.mean([e.infos['success'] for e in data.episodes]):.2f}", quiet)
+                 f"{np.mean([e.infos['success'] for e in data.episodes]):.2f}", progress)
     data.metadata = {"source": "scripted expert", "expert_epsilon": config.expert_epsilon, "level": "seen"}
     data.save(path / "real.npz")
     # The same episodes in Minari's format, for other offline-RL libraries.
@@ -278,44 +278,37 @@ def collect(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
                    description="CLEVR-Robot (llmrl, MuJoCo) expert episodes on seen goals, with their goal sentences")
     partial.unlink(missing_ok=True)
     success = float(np.mean([e.infos["success"] for e in data.episodes]))
-    mark_done(path, config, "collect", {"episodes": len(data), "steps": data.n_steps, "expert_success": success},
-              started)
-    return path
+    return mark_done(path, config, "collect",
+                     {"episodes": len(data), "steps": data.n_steps, "expert_success": success}, started)
 
 
 # --------------------------------------------------------------------------- 2. ground
-def grounding_config(config: KALMConfig) -> Any:
-    from llmrl.roles.imagination import GroundingConfig
-
-    return GroundingConfig(model=config.model, dtype=config.dtype,
-                           tasks=tuple(TASK_IDS[t] for t in config.ground_tasks), epochs=config.ground_epochs,
-                           batch_size=config.ground_batch_size, learning_rate=config.ground_learning_rate,
-                           lora_r=config.lora_r, lora_alpha=2 * config.lora_r,
-                           finetune=config.finetune, seed=config.seed)
-
-
-def ground(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
-    """Stage 2: fine-tune the LM's adapters and LoRA on the four KALM tasks → ``model/``."""
+def ground(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
+           progress: bool = True) -> RunResult:
+    """Stage 2: fine-tune the LM's adapters and LoRA on the four KALM tasks → ``grounded/``."""
     from llmrl.data import EpisodeDataset
     from llmrl.roles import imagination
 
-    path, done = open_stage(out, config, "ground")
+    from llmrl.envs.clevr_robot import N_ACTIONS
+
+    path, done = open_stage(out, config, "ground", resume)
     if done:
-        return path
+        return _result(path)
     started = time.time()
+    g = config.grounding
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
     episodes = [{"observations": e.observations, "actions": e.actions, "goal": e.goal}
-                for e in list(real)[: config.ground_episodes]]
-    _log(f"ground: {config.model} on {len(episodes)} episodes × tasks {', '.join(config.ground_tasks)}", quiet)
+                for e in list(real)[: g.episodes or None]]
+    _log(f"ground: {g.model} on {len(episodes)} episodes × tasks {', '.join(g.tasks)}", progress)
 
     def report(row: dict[str, Any]) -> None:
         _log(f"ground: step {row['step']} loss {float(row['loss']):.3f} (state MSE {float(row['mse_state']):.3f}, "
              f"action CE {float(row['ce_action']):.3f}, text CE {float(row['ce_text']):.3f}), "
-             f"{float(row['tokens_per_s']):.0f} tokens/s", quiet)
+             f"{float(row['tokens_per_s']):.0f} tokens/s", progress)
 
-    imagination.ground(grounding_config(config), episodes, path, resume=True, progress=report)
-    mark_done(path, config, "ground", {"episodes": len(episodes)}, started)
-    return path
+    # The stage folder is the grounding run's folder; one killed mid-way continues from its checkpoint.
+    imagination.ground(g, episodes, path, n_actions=N_ACTIONS, seed=config.seed, resume=True, progress=report)
+    return mark_done(path, config, "ground", {"episodes": len(episodes)}, started)
 
 
 # --------------------------------------------------------------------------- 3. imagine
@@ -323,17 +316,16 @@ def load_grounded(path: Path, config: KALMConfig) -> Any:
     from llmrl.lm import load_model
     from llmrl.lm.numeric import GroundedLM
 
-    return GroundedLM.load(path / "grounded", load_model(config.model, dtype=config.dtype))
+    return GroundedLM.load(path / "grounded", load_model(config.grounding.model, dtype=config.grounding.dtype))
 
 
 def novel_goals(config: KALMConfig, real: Any) -> list[tuple[Goal, np.ndarray]]:
     """Goals of the novel levels with real initial states, seeded apart from evaluation."""
     rng = np.random.default_rng([config.seed, 7])
     starts = np.stack([e.observations[0] for e in real])
-    counts = {"rephrase": config.imagine_rephrase, "easy": config.imagine_easy, "hard": config.imagine_hard}
     out = []
     for level in NOVEL_LEVELS:
-        for _ in range(counts[level]):
+        for _ in range(config.imagination.count(level)):
             out.append((sample_goal(level, rng), starts[int(rng.integers(len(starts)))]))
     return out
 
@@ -390,14 +382,15 @@ def replayed(episodes: Sequence[Any]) -> dict[str, float]:
             "first_action_moves_goal_ball": right_ball / named if named else float("nan")}
 
 
-def imagine(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+def imagine(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
+            progress: bool = True) -> RunResult:
     """Stage 3: imaginary rollouts for novel goals → ``imaginary.npz`` and ``quality.json``."""
     from llmrl.data import EpisodeDataset
     from llmrl.roles import imagination
 
-    path, done = open_stage(out, config, "imagine")
+    path, done = open_stage(out, config, "imagine", resume)
     if done:
-        return path
+        return _result(path)
     started = time.time()
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
     grounded = load_grounded(require(out, config, "ground"), config)
@@ -406,17 +399,18 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
     data = EpisodeDataset.load(partial) if partial.exists() else EpisodeDataset([], {})
     for level in NOVEL_LEVELS:
         batch = [(g, s) for g, s in todo if g.level == level][sum(e.infos["level"] == level for e in data):]
-        for i in range(0, len(batch), 4 * config.imagine_batch_size):
-            chunk = batch[i: i + 4 * config.imagine_batch_size]
+        step = 4 * config.imagination.batch_size
+        for i in range(0, len(batch), step):
+            chunk = batch[i: i + step]
             goals = [g for g, _ in chunk]
             rollouts = imagination.imagine(
                 grounded, [g.text for g in goals], np.stack([s for _, s in chunk]),
                 stop=lambda j, s0, s, goals=goals: goals[j].success(s, s0),
-                max_steps=goals[0].max_steps, batch_size=config.imagine_batch_size)
+                max_steps=goals[0].max_steps, batch_size=config.imagination.batch_size)
             data.episodes.extend(imaginary_episode(g, r) for g, r in zip(goals, rollouts))
             data.save(partial)
-            _log(f"imagine {level}: {i + len(chunk)}/{len(batch)}", quiet)
-    data.metadata = {"source": f"imagined by {config.model}", "imaginary": True}
+            _log(f"imagine {level}: {i + len(chunk)}/{len(batch)}", progress)
+    data.metadata = {"source": f"imagined by {config.grounding.model}", "imaginary": True}
     data.save(path / "imaginary.npz")
     partial.unlink(missing_ok=True)
     quality = {}
@@ -427,9 +421,8 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False
                           "interval": wilson_interval(hits, len(eps)),
                           "mean_length": float(np.mean([len(e.actions) for e in eps])) if eps else 0.0,
                           **plausibility(eps), **replayed(eps)}
-    write_json(path / "quality.json", quality)
-    mark_done(path, config, "imagine", {"quality": quality}, started)
-    return path
+    atomic_write_json(path / "quality.json", quality)
+    return mark_done(path, config, "imagine", {"quality": quality}, started)
 
 
 # --------------------------------------------------------------------------- 4. train
@@ -453,22 +446,23 @@ def embed_goals(texts: Sequence[str], cache: Path) -> np.ndarray:
 
 def offline_runs(config: KALMConfig) -> list[tuple[str, str, int]]:
     """(algorithm, data, seed) of every offline RL run: data is 'real' or 'real+kalm'."""
-    return [(a, d, s) for a in config.algos for d in ("real", "real+kalm") for s in range(config.n_seeds)]
+    return [(a, d, s) for a in config.algos for d in ("real", "real+kalm") for s in config.offline_seeds]
 
 
 def run_name(algo: str, data: str, seed: int) -> str:
     return f"{algo}{'+kalm' if data != 'real' else ''}-s{seed}"
 
 
-def train(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+def train(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
+          progress: bool = True) -> RunResult:
     """Stage 4: goal-conditioned offline RL on real, and on real + imaginary data → ``<run>/agent.pt``."""
     from llmrl.data import EpisodeDataset
     from llmrl.rl.offline import PRESETS as OFFLINE_PRESETS
     from llmrl.rl.offline import train_offline
 
-    path, done = open_stage(out, config, "train")
+    path, done = open_stage(out, config, "train", resume)
     if done:
-        return path
+        return _result(path)
     started = time.time()
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
     real = real[: config.offline_real_episodes or len(real)].transitions()
@@ -484,16 +478,14 @@ def train(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) 
         run = path / run_name(algo, data, seed)
         if (run / "agent.pt").exists():
             continue
-        _log(f"train {run.name}: {config.offline_steps} steps", quiet)
-        offline = replace(OFFLINE_PRESETS[algo], n_steps=config.offline_steps, seed=seed, mix_ratio=config.mix_ratio)
-        agent = train_offline(offline, real, real_emb, imaginary=imaginary if data != "real" else None,
-                              imaginary_goal_embeddings=imag_emb if data != "real" else None,
-                              out_dir=run, resume=True)
-        agent.save(run / "agent.pt")
-    mark_done(path, config, "train", {"runs": [run_name(*r) for r in offline_runs(config)],
-                                      "real_transitions": len(real.actions),
-                                      "imaginary_transitions": len(imaginary.actions)}, started)
-    return path
+        _log(f"train {run.name}: {config.gradient_steps} steps", progress)
+        offline = replace(OFFLINE_PRESETS[algo], gradient_steps=config.gradient_steps, seed=seed,
+                          mix_ratio=config.mix_ratio)
+        train_offline(offline, real, real_emb, imaginary=imaginary if data != "real" else None,
+                      imaginary_goal_embeddings=imag_emb if data != "real" else None, out_dir=run, resume=True)
+    return mark_done(path, config, "train", {"runs": [run_name(*r) for r in offline_runs(config)],
+                                             "real_transitions": len(real.actions),
+                                             "imaginary_transitions": len(imaginary.actions)}, started)
 
 
 # --------------------------------------------------------------------------- 5. evaluate
@@ -549,17 +541,18 @@ def run_lm_policy(grounded: Any, cases: Sequence[tuple[dict[str, Any], np.ndarra
     return success
 
 
-def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
+def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
+             progress: bool = True) -> RunResult:
     """Stage 5: success per goal level of every trained agent, of the grounded LM as a policy, and of
     random and expert references → ``results.json``."""
     from llmrl.envs.clevr_expert import ClevrExpert
     from llmrl.rl.offline import OfflineAgent
 
-    path, done = open_stage(out, config, "evaluate")
+    path, done = open_stage(out, config, "evaluate", resume)
     if done:  # the table is re-derived from the raw results, so it follows summarise()
         results = json.loads((path / "results.json").read_text())
         (path / "results.md").write_text(markdown(summarise(config, results), config))
-        return path
+        return _result(path)
     started = time.time()
     trained = require(out, config, "train")
     partial = path / "partial.json"
@@ -596,14 +589,13 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = Fals
                 continue
             success = act(level) if name == "grounded-lm" else run_episodes(act, cases[level])
             results.setdefault(name, {})[level] = success.tolist()
-            write_json(partial, results)
-            _log(f"evaluate {name} on {level}: {success.mean():.2f}", quiet)
-    write_json(path / "results.json", results)
+            atomic_write_json(partial, results)
+            _log(f"evaluate {name} on {level}: {success.mean():.2f}", progress)
+    atomic_write_json(path / "results.json", results)
     partial.unlink(missing_ok=True)
     table = summarise(config, results)
     (path / "results.md").write_text(markdown(table, config))
-    mark_done(path, config, "evaluate", {"summary": table}, started)
-    return path
+    return mark_done(path, config, "evaluate", {"summary": table}, started)
 
 
 COLUMNS = (*LEVELS, "novel")  # novel: the episodes of rephrase, easy and hard pooled (KALM's headline)
@@ -635,7 +627,7 @@ def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> 
 
 def markdown(table: dict[str, dict[str, Any]], config: KALMConfig) -> str:
     lines = [f"Success per goal level ({config.eval_episodes} held-out episodes per level; novel = rephrase, "
-             f"easy and hard pooled; mean over {config.n_seeds} seeds [95% t-interval], or one run "
+             f"easy and hard pooled; mean over {len(config.offline_seeds)} seeds [95% t-interval], or one run "
              "[95% Wilson interval])", "",
              "| agent | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for group, row in table.items():
@@ -645,19 +637,19 @@ def markdown(table: dict[str, dict[str, Any]], config: KALMConfig) -> str:
 
 
 # --------------------------------------------------------------------------- all
-def run_stage(stage: str, config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
-    if stage not in STAGES:
-        raise ValueError(f"unknown KALM stage {stage!r}: choose from {', '.join(STAGES)}")
-    return {"collect": collect, "ground": ground, "imagine": imagine, "train": train,
-            "evaluate": evaluate}[stage](config, out, quiet)
+STAGES: dict[str, Callable[..., RunResult]] = {
+    "collect": collect, "ground": ground, "imagine": imagine, "train": train, "evaluate": evaluate,
+}
 
 
-def run_all(config: KALMConfig, out: str | os.PathLike[str], quiet: bool = False) -> Path:
-    """Every stage in order; finished stages are skipped, an interrupted one resumes."""
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(out) / f"config-{stage_key(config, 'evaluate')}.json", asdict(config))
-    path = Path(out)
-    for stage in STAGES:
-        path = run_stage(stage, config, out, quiet)
-        _log(f"{stage} done: {path}", quiet)
-    return path
+def run(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False, progress: bool = True) -> RunResult:
+    """Every stage in order into ``out`` (one sub-folder per stage, keyed by its inputs); finished
+    stages are reused, an interrupted one continues with ``resume=True``."""
+    root = check_output_folder(out)
+    atomic_write_json(root / f"config-{stage_key(config, 'evaluate')}.json", {"recipe": RECIPE, "config": to_dict(config)})
+    result = None
+    for name, stage in STAGES.items():
+        result = stage(config, root, resume=resume, progress=progress)
+        _log(f"{name} done: {result.out}", progress)
+    assert result is not None
+    return result

@@ -19,21 +19,20 @@ An episode is a plain dict: ``observations`` (T+1, state_dim) float32, ``actions
 
 from __future__ import annotations
 
-import csv
-import json
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from llmrl.lm.base import LMError
-from llmrl.lm.numeric import Action, GroundedLM, Segments, State, Text, default_lora
-from llmrl.runs import atomic_torch_save
+from llmrl.lm.hf import kv_cache_kwargs, returned_cache
+from llmrl.lm.lora import default_lora
+from llmrl.lm.numeric import Action, GroundedLM, Segments, State, Text
 
 Episode = dict[str, Any]
 StopFn = Callable[[int, np.ndarray, np.ndarray], bool]
@@ -118,9 +117,12 @@ def kalm_sequences(
 
 
 # --------------------------------------------------------------------------- grounding
+TASK_NAMES = ("generation", "dynamics", "terminal", "explanation")  # task k is TASK_NAMES[k]
+
+
 @dataclass
 class GroundingConfig:
-    """Everything a grounding run depends on."""
+    """Everything a grounding run depends on (the seed and the data's sizes come with the data)."""
 
     model: str = "gemma-3-270m"
     """LM name, folder or .gguf (``llmrl.lm.load_model``); a local transformers model."""
@@ -128,8 +130,10 @@ class GroundingConfig:
     """auto (bf16 where the CPU has it), bf16 or fp32. KALM: fp32 on CLEVR."""
     device: str = "auto"
     """auto (cuda when available, else cpu), cpu, cuda, ..."""
-    tasks: tuple[int, ...] = (0, 1, 2, 3)
-    """KALM tasks (0 rollout generation, 1 dynamics, 2 terminal state, 3 explanation); KALM uses all."""
+    tasks: tuple[str, ...] = TASK_NAMES
+    """KALM's fine-tuning tasks: rollout generation, dynamics, terminal-state prediction, rollout explanation."""
+    episodes: int = 0
+    """Real episodes turned into fine-tuning sequences, from the first on (0: all given)."""
     epochs: int = 1
     """Passes over the sequences (KALM: 10 on CLEVR, with 7B full fine-tuning)."""
     batch_size: int = 8
@@ -139,25 +143,38 @@ class GroundingConfig:
     5e-5 applies to its full 7B fine-tune; LoRA and the freshly initialised adapters of a small
     model learn far too slowly at that rate, so 1e-3 here. Use ~5e-5 with ``finetune="full"``."""
     weight_decay: float = 0.0
+    """AdamW's weight decay."""
     max_grad_norm: float = 1.0
-    max_sequences: int | None = None
-    """Keep at most this many sequences (a random subset) per epoch; None keeps all."""
-    seed: int = 0
+    """Gradients are clipped to this global norm."""
+    max_sequences: int = 0
+    """Keep at most this many sequences (a random subset) per epoch; 0 keeps all."""
     finetune: str = "lora"
     """lora (peft on q/k/v/o projections) or full (every LM weight; KALM's choice)."""
     lora_r: int = 8
+    """LoRA rank."""
     lora_alpha: int = 16
-    state_dim: int = 10
-    n_actions: int = 40
+    """LoRA scale numerator."""
     checkpoint_every: int = 100
     """Optimizer steps between atomic checkpoints (``checkpoints/latest.pt``)."""
     log_every: int = 10
     """Optimizer steps per progress.csv row (losses averaged over them)."""
 
     def __post_init__(self) -> None:
-        self.tasks = tuple(int(t) for t in self.tasks)
+        self.tasks = tuple(self.tasks)
+        unknown = [t for t in self.tasks if t not in TASK_NAMES]
+        if unknown or not self.tasks:
+            raise ValueError(f"unknown grounding task(s) {unknown}: choose from {', '.join(TASK_NAMES)}")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
+        for name in ("epochs", "batch_size", "learning_rate", "lora_r", "checkpoint_every", "log_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.episodes < 0 or self.max_sequences < 0:
+            raise ValueError("episodes and max_sequences must be >= 0 (0: all)")
+
+    @property
+    def task_ids(self) -> tuple[int, ...]:
+        return tuple(TASK_NAMES.index(t) for t in self.tasks)
 
 
 PROGRESS_COLUMNS = ("step", "epoch", "loss", "mse_state", "ce_action", "ce_text", "tokens_per_s", "lr", "elapsed_s")
@@ -169,14 +186,14 @@ def _device(name: str) -> str:
     return name
 
 
-def make_grounded(config: GroundingConfig, lm: Any | None = None) -> GroundedLM:
+def make_grounded(config: GroundingConfig, state_dim: int, n_actions: int, lm: Any | None = None) -> GroundedLM:
     """The GroundedLM a config describes (loads the LM unless one is given)."""
     if lm is None:
         from llmrl.lm import load_model
 
         lm = load_model(config.model, dtype=config.dtype, device=_device(config.device))
     lora = default_lora(config.lora_r, config.lora_alpha) if config.finetune == "lora" else None
-    return GroundedLM(lm, config.state_dim, config.n_actions, lora=lora)
+    return GroundedLM(lm, state_dim, n_actions, lora=lora)
 
 
 def _epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -196,117 +213,117 @@ def ground(
     config: GroundingConfig,
     episodes: Sequence[Episode],
     out_dir: str | Path,
+    *,
+    n_actions: int,
+    seed: int = 0,
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     lm: Any | None = None,
 ) -> GroundedLM:
     """Fine-tune an LM on KALM's tasks over ``episodes``; returns the grounded LM (also saved to
-    ``out_dir/grounded``). ``out_dir`` gets config.json, progress.csv and checkpoints/latest.pt;
-    ``resume=True`` continues from the checkpoint. ``progress`` receives each progress row;
-    ``lm`` reuses a loaded HFLM (it must match ``config.model``)."""
-    out = Path(out_dir)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg_path, ckpt_path = out / "config.json", out / "checkpoints" / "latest.pt"
-    cfg = json.loads(json.dumps(asdict(config)))
-    if resume and cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        bookkeeping = ("checkpoint_every", "log_every")
-        diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k) and k not in bookkeeping)
-        if diff:
-            raise LMError(f"cannot resume {out}: its config differs in {diff}; use the same config or a new folder")
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    ``out_dir/grounded``). ``out_dir`` is a run folder (:mod:`llmrl.runs`: config.json,
+    progress.csv, checkpoints/latest.pt); ``resume=True`` continues from the checkpoint.
+    ``progress`` receives each progress row; ``lm`` reuses a loaded HFLM (it must match
+    ``config.model``); ``seed`` picks the initial weights, the dynamics steps and the batches."""
+    from llmrl.runs import RunFolder
 
-    torch.manual_seed(config.seed)
-    grounded = make_grounded(config, lm)
+    episodes = list(episodes)[: config.episodes or None]
+    folder = RunFolder(out_dir, "grounding", config, resume=resume, may_change=("checkpoint_every", "log_every"),
+                       identity={"seed": seed, "episodes": len(episodes)})
+    torch.manual_seed(seed)
+    state_dim = int(np.asarray(episodes[0]["observations"]).shape[1]) if episodes else 0
+    grounded = make_grounded(config, state_dim, n_actions, lm)
     grounded.adapters.fit_normalisation(np.concatenate([np.asarray(e["observations"]) for e in episodes]))
-    sequences = kalm_sequences(episodes, config.tasks, np.random.default_rng(config.seed))
+    sequences = kalm_sequences(episodes, config.task_ids, np.random.default_rng(seed))
     if not sequences:
         raise ValueError("no training sequences: pass episodes with at least one step")
-    encoded = [grounded.encode(s) for s in sequences]
-    lengths = np.array([len(e) for e in encoded])
-    per_epoch = len(encoded) if config.max_sequences is None else min(config.max_sequences, len(encoded))
-
-    def epoch_plan(epoch: int) -> list[np.ndarray]:
-        rng = np.random.default_rng([config.seed, epoch])
-        keep = rng.permutation(len(encoded))[:per_epoch]
-        return [keep[b] for b in _epoch_batches(lengths[keep], config.batch_size, rng)]
-
-    steps_per_epoch = math.ceil(per_epoch / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
+    plan = _GroundingPlan(config, [grounded.encode(s) for s in sequences], seed)
     trainable = [p for p in grounded.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: max(0.0, 1 - s / max(total_steps, 1)))
-
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: max(0.0, 1 - s / max(plan.total_steps, 1)))
     step = 0
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ck = folder.load_checkpoint()
+    if ck is not None:
         grounded.load_trainable_state(ck["model"])
         optim.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["torch_rng"])
         step = int(ck["step"])
-    log = _ProgressLog(out / "progress.csv", step if resume else 0)
-
-    def checkpoint() -> None:
-        atomic_torch_save(ckpt_path, {"step": step, "model": grounded.trainable_state(),
-                                      "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                                      "torch_rng": torch.get_rng_state()})
-
+    log = folder.progress(PROGRESS_COLUMNS, key="step", resume_at=step, tensorboard=False)
     grounded.train()
-    t_start, sums, n_sum, tokens, busy = time.perf_counter(), {}, 0, 0, 0.0
-    plan: tuple[int, list[np.ndarray]] = (-1, [])
-    while step < total_steps:
-        epoch, k = divmod(step, steps_per_epoch)
-        if plan[0] != epoch:  # the epoch's batches depend only on (seed, epoch): resume replays them
-            plan = (epoch, epoch_plan(epoch))
-        idx = plan[1][k]
-        t0 = time.perf_counter()
-        batch = grounded.collate([encoded[i] for i in idx])
-        losses = grounded(batch)
-        optim.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        optim.step()
-        sched.step()
-        busy += time.perf_counter() - t0
-        tokens += batch.n_tokens
+    meter = _Meter()
+    while step < plan.total_steps:
+        epoch, batch = plan.batch(step)
+        with meter.timed():
+            batch = grounded.collate(batch)
+            losses = grounded(batch)
+            optim.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            optim.step()
+            sched.step()
+        meter.add(losses, batch.n_tokens)
         step += 1
-        for name, v in losses.items():
-            sums[name] = sums.get(name, 0.0) + float(v.detach())
-        n_sum += 1
-        if step % config.log_every == 0 or step == total_steps:
-            row = {"step": step, "epoch": epoch, **{name: v / n_sum for name, v in sums.items()},
-                   "tokens_per_s": tokens / busy, "lr": sched.get_last_lr()[0],
-                   "elapsed_s": time.perf_counter() - t_start}
+        if step % config.log_every == 0 or step == plan.total_steps:
+            row = {"step": step, "epoch": epoch, **meter.take(), "lr": sched.get_last_lr()[0]}
             log.write(row)
             if progress is not None:
                 progress(row)
-            sums, n_sum, tokens, busy = {}, 0, 0, 0.0
-        if step % config.checkpoint_every == 0 or step == total_steps:
-            checkpoint()
+        if step % config.checkpoint_every == 0 or step == plan.total_steps:
+            folder.save_checkpoint({"step": step, "model": grounded.trainable_state(), "optimizer": optim.state_dict(),
+                                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state()})
+    log.close()
     grounded.eval()
-    grounded.save(out / "grounded")
+    grounded.save(folder.path / "grounded")
     return grounded
 
 
-class _ProgressLog:
-    """progress.csv, truncated to the resumed step so a killed run leaves no duplicate rows."""
+class _GroundingPlan:
+    """Which sequences each optimizer step trains on: an epoch's batches depend only on (seed,
+    epoch), so a resumed run replays them."""
 
-    def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        rows = []
-        if resume_step and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, PROGRESS_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
+    def __init__(self, config: GroundingConfig, encoded: list[Any], seed: int) -> None:
+        self.encoded, self.seed, self.batch_size = encoded, seed, config.batch_size
+        self.lengths = np.array([len(e) for e in encoded])
+        self.per_epoch = min(config.max_sequences or len(encoded), len(encoded))
+        self.steps_per_epoch = math.ceil(self.per_epoch / config.batch_size)
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self._epoch: tuple[int, list[np.ndarray]] = (-1, [])
 
-    def write(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="") as f:
-            cells = {k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k)) for k in PROGRESS_COLUMNS}
-            csv.DictWriter(f, PROGRESS_COLUMNS).writerow(cells)
+    def batch(self, step: int) -> tuple[int, list[Any]]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            keep = rng.permutation(len(self.encoded))[: self.per_epoch]
+            self._epoch = (epoch, [keep[b] for b in _epoch_batches(self.lengths[keep], self.batch_size, rng)])
+        return epoch, [self.encoded[i] for i in self._epoch[1][k]]
+
+
+class _Meter:
+    """Mean losses and tokens/s (busy time only) since the last progress row."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.sums: dict[str, float] = {}
+        self.n, self.tokens, self.busy = 0, 0, 0.0
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.busy += time.perf_counter() - t0
+
+    def add(self, losses: dict[str, torch.Tensor], n_tokens: int) -> None:
+        for name, v in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(v.detach())
+        self.n += 1
+        self.tokens += n_tokens
+
+    def take(self) -> dict[str, float]:
+        row = {name: v / self.n for name, v in self.sums.items()}
+        row.update(tokens_per_s=self.tokens / self.busy, elapsed_s=time.perf_counter() - self.start)
+        self.sums, self.n, self.tokens, self.busy = {}, 0, 0, 0.0
+        return row
 
 
 # --------------------------------------------------------------------------- imagination
@@ -314,9 +331,10 @@ def _step(
     grounded: GroundedLM, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any
 ) -> torch.Tensor:
     """Feed one vector per row, (B, hidden), through the LM with the cache; the new last hidden state."""
-    return grounded.decoder()(
-        inputs_embeds=embeds[:, None], attention_mask=mask, position_ids=pos[:, None],
-        past_key_values=cache, use_cache=True,
+    decoder = grounded.decoder()
+    return decoder(
+        inputs_embeds=embeds[:, None], attention_mask=mask, position_ids=pos[:, None], use_cache=True,
+        **kv_cache_kwargs(decoder, cache),
     ).last_hidden_state[:, -1]
 
 
@@ -329,7 +347,7 @@ def _encode_prompts(
         inputs_embeds=grounded.inputs_embeds(batch), attention_mask=batch.attention_mask,
         position_ids=batch.position_ids, use_cache=True,
     )
-    return out.last_hidden_state[:, -1], batch.attention_mask, batch.position_ids[:, -1], out.past_key_values
+    return out.last_hidden_state[:, -1], batch.attention_mask, batch.position_ids[:, -1], returned_cache(out)
 
 
 @torch.no_grad()
@@ -486,7 +504,7 @@ def teacher_forced_metrics(grounded: GroundedLM, episodes: Sequence[Episode], ba
 
 
 __all__ = [
-    "GroundingConfig", "PROGRESS_COLUMNS", "TASKS", "dynamics_prediction", "explain", "explanation_prompt",
+    "GroundingConfig", "PROGRESS_COLUMNS", "TASKS", "TASK_NAMES", "dynamics_prediction", "explain", "explanation_prompt",
     "ground", "imagine", "kalm_sequences", "make_grounded", "rollout_explanation", "rollout_generation",
     "rollout_prompt", "teacher_forced_metrics", "terminal_state_prediction",
 ]
