@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="episode k is reset with seed + k")
     ev.add_argument("--model", default=None, help="LM name, folder, .gguf or openai:<url>#<model> (default gemma-3-270m)")
     ev.add_argument("--dtype", default="auto", help="hf backend dtype: auto (bf16 where the CPU has it), fp32, bf16")
+    ev.add_argument("--lm-timeout", type=float, default=None,
+                    help="openai: models: seconds one request may take in all (default 60)")
+    ev.add_argument("--lm-retries", type=int, default=None,
+                    help="openai: models: retries after time-outs, connection errors, 429 and 5xx (default 4)")
     ev.add_argument("--no-cache", action="store_true", help="do not use the persistent LM result cache")
     ev.add_argument("--cache-file", default=None, help="sqlite file for the LM result cache (default: $LLMRL_CACHE_DIR/lm-cache.sqlite)")
     ev.add_argument("--normalise-length", action="store_true", help="score actions by mean token log-prob")
@@ -57,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="observations kept in the LM prompt (GLAM: 3; the cpu GLAM preset trains with 1)")
     ev.add_argument("--out", default="runs/eval", help="folder for results.json and results.md")
     ev.add_argument("--resume", action="store_true",
-                    help="keep the (agent, environment) results already in --out from the same command, run the rest")
+                    help="keep the (agent, environment) results already in --out (same settings required), run the rest")
+    ev.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.add_argument("--suite", choices=SUITES, default=None,
                     help="evaluate on a test suite instead of --envs: glam-generalisation = GLAM's held-out "
@@ -230,8 +235,11 @@ def _lm_factory(args: argparse.Namespace, model_name: str):
             # dtype is the hf backend's option; servers and llama.cpp fix their own precision.
             from llmrl.lm import load_model
 
-            remote = model_name.startswith(("openai:", "llamacpp:"))
-            lm = load_model(model_name, **({} if remote else {"dtype": args.dtype}))
+            kwargs: dict[str, Any] = {} if model_name.startswith(("openai:", "llamacpp:")) else {"dtype": args.dtype}
+            if model_name.startswith("openai:"):
+                kwargs.update({k: v for k, v in (("timeout", args.lm_timeout), ("max_retries", args.lm_retries))
+                               if v is not None})
+            lm = load_model(model_name, **kwargs)
             if not args.no_cache:
                 from llmrl.lm.cache import CachedLM
 
@@ -243,18 +251,20 @@ def _lm_factory(args: argparse.Namespace, model_name: str):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Every (environment, agent) pair in turn; results are written after each pair (see
-    :func:`llmrl.evaluation.reusable_results` for what ``--resume`` keeps)."""
+    :func:`llmrl.evaluation.previous_results` for what ``--resume`` keeps)."""
     from tqdm import tqdm
 
-    from llmrl.evaluation import evaluate, markdown_table, reusable_results, write_results
+    from llmrl.evaluation import evaluate, markdown_table, previous_results, write_results
     from llmrl.lm import DEFAULT_MODEL
     from llmrl.runs import check_output_folder
 
     for a in args.agents:
         if a not in AGENTS:
             raise UsageError(f"unknown agent {a!r}: choose from {', '.join(AGENTS)}")
-    if args.episodes < 1 or args.n_envs < 1:
-        raise UsageError("--episodes and --n-envs must be at least 1")
+    if args.episodes < 1 or args.n_envs < 1 or args.n_observations < 1:
+        raise UsageError("--episodes, --n-envs and --n-observations must be at least 1")
+    if (args.lm_timeout is not None and args.lm_timeout <= 0) or (args.lm_retries is not None and args.lm_retries < 0):
+        raise UsageError("--lm-timeout must be positive and --lm-retries at least 0")
     model_name, policy_config = args.model or DEFAULT_MODEL, None
     if args.policy:  # a trained policy brings its own model, prompt length and scoring
         from llmrl.recipes.glam import read_config
@@ -272,7 +282,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "n_envs": args.n_envs, "seed": args.seed, "python": platform.python_version(), "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }  # fmt: skip
-    done = reusable_results(out, meta, lm_prefixes=("llm", label or "llm")) if args.resume else {}
+    if (out / "results.json").exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{out} already holds results: pass --resume to keep them and run the rest, --overwrite "
+                         "to replace them, or choose another --out")
+    lm_agents = bool({"llm", "llm-sampled"} & set(args.agents))
+    done, meta = (previous_results(out, meta, lm_agents, lm_prefixes=("llm", label or "llm")) if args.resume
+                  else ({}, meta))
+    pairs = {(kind.replace("llm", label, 1) if label and kind.startswith("llm") else kind, env_name)
+             for env_name, _, _ in cases for kind in args.agents}
+    kept = [r for key, r in done.items() if key not in pairs]  # earlier pairs this command does not run
+    if kept:
+        print(f"keeping {len(kept)} earlier result(s) this command does not run: "
+              + ", ".join(f"{r.agent} on {r.env_id}" for r in kept))
     lm_factory = _lm_factory(args, model_name)
     results = []
     bar = tqdm(total=args.episodes * len(args.agents) * len(cases), disable=args.quiet, unit="ep", dynamic_ncols=True)
@@ -289,11 +310,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             res = evaluate(agent, make_env, args.episodes, args.n_envs, args.seed, env_name,
                            progress=lambda k: bar.update(before + k - bar.n))
             results.append(res)
-            write_results(results, out, meta)
+            write_results(results + kept, out, meta)
             bar.set_postfix(success=f"{res.summary()['success_rate']:.2f}")
     bar.close()
-    write_results(results, out, meta)
-    print(markdown_table(results))
+    write_results(results + kept, out, meta)
+    print(markdown_table(results + kept))
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'}")
     return 0
 

@@ -190,28 +190,40 @@ def load_results(path: str | Path) -> list[EvalResult]:
     return out
 
 
-# Settings that change an LM agent's results (with their defaults, for results written before a
-# setting existed); random and bot agents depend only on the episodes and the seed.
+# Settings that change every result, and those that change an LM agent's results (with their
+# defaults, for results written before a setting existed); random and bot agents depend only on
+# the former.
+RUN_SETTINGS = {"episodes": None, "seed": 0, "suite": None}
 LM_SETTINGS = {"model": None, "policy": None, "dtype": "auto", "normalise_length": False, "n_observations": 3}
 
 
-def reusable_results(out_dir: str | Path, meta: dict[str, Any],
-                     lm_prefixes: Sequence[str] = ("llm",)) -> dict[tuple[str, str], EvalResult]:
-    """``llmrl eval --resume``: the (agent, environment) results already in ``out_dir`` that the
-    command would compute again — same number of episodes and first seed, and, for LM agents
-    (names starting with one of ``lm_prefixes``), the same model and scoring settings."""
+def previous_results(out_dir: str | Path, meta: dict[str, Any], lm_agents: bool,
+                     lm_prefixes: Sequence[str] = ("llm",)) -> tuple[dict[tuple[str, str], EvalResult], dict[str, Any]]:
+    """``llmrl eval --resume``: the (agent, environment) results already in ``out_dir``, keyed by
+    pair, and the metadata to write from now on.
+
+    Resuming with other run settings (episodes, first seed, suite) or, when LM agents run, other
+    LM settings would mix incomparable results in one table: refused with the fields named.
+    Pairs the current command does not run are kept as they are; a command without LM agents
+    keeps the LM settings the earlier results were made with.
+    """
     path = Path(out_dir) / "results.json"
     if not path.exists():
-        return {}
+        return {}, meta
     try:
         old = json.loads(path.read_text()).get("meta", {})
         previous = load_results(path)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is damaged ({e}): move it away or choose another --out") from None
-    same_lm = all(old.get(k, d) == meta.get(k) for k, d in LM_SETTINGS.items())
-    done = {}
-    for r in previous:
-        same_run = r.n == meta["episodes"] and bool(r.episodes) and r.episodes[0].seed == meta["seed"]
-        if same_run and (same_lm or not r.agent.startswith(tuple(lm_prefixes))):
-            done[(r.agent, r.env_id)] = r
-    return done
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is damaged ({e}): move it away, pass --overwrite, or choose another --out") from None
+    changed = [k for k, d in RUN_SETTINGS.items() if old.get(k, d) != meta.get(k, d)]
+    has_lm = any(r.agent.startswith(tuple(lm_prefixes)) for r in previous)
+    if lm_agents and has_lm:
+        changed += [k for k, d in LM_SETTINGS.items() if old.get(k, d) != meta.get(k, d)]
+    if changed:
+        diff = ", ".join(f"{k} {old.get(k, RUN_SETTINGS.get(k, LM_SETTINGS.get(k)))!r} -> {meta.get(k)!r}"
+                         for k in changed)
+        raise ValueError(f"--resume: the results in {path} were made with other settings ({diff}); resume with "
+                         "the same ones, pass --overwrite to replace them, or choose another --out")
+    if not lm_agents:
+        meta = {**meta, **{k: old.get(k, d) for k, d in LM_SETTINGS.items()}}
+    return {(r.agent, r.env_id): r for r in previous}, meta

@@ -161,7 +161,8 @@ class RunFolder:
         self.config = config
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"{self.path} is a file, not a folder: give --out a folder path")
-        started = self.path.is_dir() and any(self.path.iterdir())
+        # A lone config.json is a start that failed before any work (a model that would not load).
+        started = self.path.is_dir() and any(p.name != "config.json" for p in self.path.iterdir())
         if started and not resume:
             raise FileExistsError(
                 f"{self.path} already holds a run: pass --resume to continue it, or choose a new --out")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmrl.lm import LMError, load_model
+from llmrl.lm import LMError
 from llmrl.lm.numeric import Action, GroundedLM, NumericAdapters, State, Text
 
 D, N_ACTIONS = 10, 40

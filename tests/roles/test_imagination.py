@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from llmrl.lm import load_model
 from llmrl.lm.numeric import Action, GroundedLM, State
 from llmrl.roles.imagination import (
     GroundingConfig,

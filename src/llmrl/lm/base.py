@@ -35,6 +35,9 @@ class CandidateScores:
     mean_logprob: np.ndarray
     n_tokens: np.ndarray
 
+    def __post_init__(self) -> None:
+        check_logprobs(self.logprob, self.candidates)
+
     @classmethod
     def from_sums(cls, candidates: Sequence[str], logprob: Sequence[float], n_tokens: Sequence[int]) -> CandidateScores:
         """Build from summed log-probs and token counts (the mean is derived)."""
@@ -55,6 +58,24 @@ class Generation:
 
     prompt: str
     texts: tuple[str, ...]
+
+
+LOGPROB_TOLERANCE = 1e-4
+"""Log-probs a little above 0 are float rounding (a sum of many near-zero terms); more is not."""
+
+
+def check_logprobs(logprob: Any, candidates: Sequence[str] = ()) -> None:
+    """Raise :class:`LMError` unless every value is a log-probability: ≤ 0, and finite or -inf
+    (probability 0). NaN or positive scores come from damaged weights or a misbehaving server;
+    let through, they make a greedy agent take action 0 forever."""
+    lp = np.asarray(logprob, dtype=np.float64)
+    bad = np.isnan(lp) | (lp > LOGPROB_TOLERANCE)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        name = f"candidate {candidates[i]!r}" if i < len(candidates) else f"candidate {i}"
+        raise LMError(f"the model scored {name} at {float(lp[i])}, which is no log-probability (NaN or above 0): "
+                      "its weights are damaged or its server misbehaves; re-make the converted model "
+                      "(delete it from $LLMRL_CACHE_DIR/models) or check the server")
 
 
 def as_candidate_lists(

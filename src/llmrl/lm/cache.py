@@ -124,7 +124,8 @@ class ResultCache:
         return conn
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The stored values of those ``keys`` that are present."""
+        """The stored values of those ``keys`` that are present. A stored value that is not JSON
+        (a damaged row) is left out, with a warning, so it is computed and written again."""
         keys = list(dict.fromkeys(keys))
         found: dict[str, Any] = {}
         with self._lock:
@@ -133,11 +134,19 @@ class ResultCache:
                 chunk = keys[i : i + _SQL_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 for key, value in conn.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk):
-                    found[key] = json.loads(value)
+                    try:
+                        found[key] = json.loads(value)
+                    except (TypeError, ValueError):
+                        self.warn_damaged(key)
         return found
 
-    def put_many(self, items: Mapping[str, Any]) -> None:
-        """Store values (JSON-serialisable) in one short transaction; existing keys keep their value.
+    def warn_damaged(self, key: str) -> None:
+        warnings.warn(f"llmrl: a damaged entry in the LM cache {self.path} ({key[:12]}) is ignored and "
+                      "recomputed", stacklevel=3)
+
+    def put_many(self, items: Mapping[str, Any], replace: bool = False) -> None:
+        """Store values (JSON-serialisable) in one short transaction; existing keys keep their value
+        unless ``replace`` (a damaged entry being rewritten).
 
         A write that fails (disk full, lock held past ``timeout``) warns and is skipped: the cache
         only saves work, it must not stop a run.
@@ -151,7 +160,8 @@ class ResultCache:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany("INSERT OR IGNORE INTO results (key, value, created) VALUES (?, ?, ?)", rows)
+                    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+                    conn.executemany(f"{verb} INTO results (key, value, created) VALUES (?, ?, ?)", rows)
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
@@ -230,7 +240,7 @@ class CachedLM(LanguageModel):
     ) -> list[CandidateScores]:
         lists = as_candidate_lists(contexts, candidates)
         keys = [cache_key(self.model_key, "score", [ctx, list(c)], {}) for ctx, c in zip(contexts, lists)]
-        found = self.cache.get_many(keys)
+        found = self._valid(self.cache.get_many(keys), dict(zip(keys, lists)), _scores_from)
         todo = {k: (ctx, c) for k, ctx, c in zip(keys, contexts, lists) if k not in found}
         if todo:
             ctxs = [ctx for ctx, _ in todo.values()]
@@ -244,22 +254,25 @@ class CachedLM(LanguageModel):
                 }
                 for k, r in zip(todo, fresh)
             }
-            self.cache.put_many(new)
-            found.update(new)
+            self.cache.put_many(new, replace=True)
+            found.update({k: r for k, r in zip(todo, fresh)})
         hits = sum(1 for k in keys if k not in todo)
         self.stats.score_calls += 1
         self.stats.scored_contexts += len(lists)
         self.stats.cache_hits += hits
         self.stats.cache_misses += len(keys) - hits
-        return [
-            CandidateScores(
-                candidates=c,
-                logprob=np.asarray(found[k]["logprob"], dtype=np.float64),
-                mean_logprob=np.asarray(found[k]["mean_logprob"], dtype=np.float64),
-                n_tokens=np.asarray(found[k]["n_tokens"], dtype=np.int64),
-            )
-            for k, c in zip(keys, lists)
-        ]
+        return [found[k] for k in keys]
+
+    def _valid(self, stored: dict[str, Any], expect: dict[str, Any], decode: Any) -> dict[str, Any]:
+        """The stored entries that decode into a well-formed result (the rest are warned about
+        and recomputed): a corrupt cell must cost time, never a run or a wrong answer."""
+        out = {}
+        for key, value in stored.items():
+            try:
+                out[key] = decode(value, expect[key])
+            except (TypeError, ValueError, KeyError, LMError):
+                self.cache.warn_damaged(key)
+        return out
 
     def generate(
         self,
@@ -286,12 +299,12 @@ class CachedLM(LanguageModel):
         }
         if temperature == 0:
             keys = [cache_key(self.model_key, "generate", p, params) for p in prompts]
-            found = self.cache.get_many(keys)
+            found = self._valid(self.cache.get_many(keys), dict.fromkeys(keys, n), _texts_from)
             todo = {k: p for k, p in zip(keys, prompts) if k not in found}
             if todo:
                 fresh = self.inner.generate(list(todo.values()), **kwargs)  # type: ignore[arg-type]
                 new = {k: list(g.texts) for k, g in zip(todo, fresh)}
-                self.cache.put_many(new)
+                self.cache.put_many(new, replace=True)
                 found.update(new)
             hits = sum(1 for k in keys if k not in todo)
             self.stats.cache_hits += hits
@@ -299,13 +312,13 @@ class CachedLM(LanguageModel):
             return [Generation(prompt=p, texts=tuple(found[k])) for k, p in zip(keys, prompts)]
         if seed is not None:
             key = cache_key(self.model_key, "generate_batch", prompts, params)
-            texts = self.cache.get(key)
+            texts = self._valid(self.cache.get_many([key]), {key: (len(prompts), n)}, _batch_from).get(key)
             if texts is not None:
                 self.stats.cache_hits += len(prompts)
             else:
                 self.stats.cache_misses += len(prompts)
                 texts = [list(g.texts) for g in self.inner.generate(prompts, **kwargs)]  # type: ignore[arg-type]
-                self.cache.put(key, texts)
+                self.cache.put_many({key: texts}, replace=True)
             return [Generation(prompt=p, texts=tuple(t)) for p, t in zip(prompts, texts)]
         return self.inner.generate(prompts, **kwargs)  # type: ignore[arg-type]
 
@@ -317,12 +330,12 @@ class CachedLM(LanguageModel):
         own = type(self.inner).embed is not LanguageModel.embed
         embedder = self.embed_key or (self.model_key if own else "all-MiniLM-L6-v2")
         keys = [cache_key(embedder, "embed", t, {}) for t in texts]
-        found = self.cache.get_many(keys)
+        found = self._valid(self.cache.get_many(keys), dict.fromkeys(keys), _vector_from)
         todo = {k: t for k, t in zip(keys, texts) if k not in found}
         if todo:
             fresh = self.inner.embed(list(todo.values()))
             new = {k: v.tolist() for k, v in zip(todo, fresh)}
-            self.cache.put_many(new)
+            self.cache.put_many(new, replace=True)
             found.update(new)
         hits = sum(1 for k in keys if k not in todo)
         self.stats.cache_hits += hits
@@ -334,3 +347,32 @@ class CachedLM(LanguageModel):
     def close(self) -> None:
         self.inner.close()
         self.cache.close()
+
+
+# --------------------------------------------------------------------------- decoding stored entries
+def _scores_from(value: Any, candidates: tuple[str, ...]) -> CandidateScores:
+    """A stored score entry as CandidateScores; raises on any other shape or on invalid log-probs."""
+    arrays = [np.asarray(value[k], dtype=np.float64) for k in ("logprob", "mean_logprob", "n_tokens")]
+    if any(a.shape != (len(candidates),) for a in arrays):
+        raise ValueError("wrong length")
+    logprob, mean, n_tokens = arrays
+    return CandidateScores(candidates, logprob, mean, n_tokens.astype(np.int64))
+
+
+def _texts_from(value: Any, n: int) -> list[str]:
+    if not isinstance(value, list) or len(value) != n or not all(isinstance(t, str) for t in value):
+        raise ValueError("not n texts")
+    return value
+
+
+def _batch_from(value: Any, shape: tuple[int, int]) -> list[list[str]]:
+    if not isinstance(value, list) or len(value) != shape[0]:
+        raise ValueError("not one entry per prompt")
+    return [_texts_from(texts, shape[1]) for texts in value]
+
+
+def _vector_from(value: Any, _: Any) -> list[float]:
+    vector = np.asarray(value, dtype=np.float64)
+    if vector.ndim != 1 or not len(vector) or not np.isfinite(vector).all():
+        raise ValueError("not a finite vector")
+    return value

@@ -8,11 +8,13 @@ seconds.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from filelock import FileLock
@@ -20,7 +22,7 @@ from filelock import FileLock
 from llmrl.lm.base import LMError
 from llmrl.lm.cache import cache_dir
 
-_FORMAT_VERSION = 1  # bump when the converted layout changes, so stale copies are rebuilt
+_FORMAT_VERSION = 2  # bump when the converted layout changes, so stale copies are rebuilt (2: file fingerprints)
 
 
 def file_fingerprint(path: Path) -> str:
@@ -40,34 +42,56 @@ def converted_dir(gguf_path: Path, name: str | None = None) -> Path:
     return cache_dir() / "models" / f"{stem}-{file_fingerprint(gguf_path)}-v{_FORMAT_VERSION}"
 
 
+MARKER = "llmrl-converted.json"
+
+
 def ensure_converted(gguf_path: str | os.PathLike[str], name: str | None = None) -> Path:
     """Return a folder with ``config.json``, safetensors weights and tokenizer for ``gguf_path``.
 
     Converts on first use. Safe under concurrent processes: one converts while the others wait on
-    a file lock; the folder appears atomically (written to a temporary sibling, then renamed).
+    a file lock; the folder appears atomically (written to a temporary sibling, then renamed), and
+    temporary folders a killed conversion left behind are removed under the lock. The marker file
+    records every file's size and fingerprint; a copy that no longer matches (a file deleted,
+    truncated or changed) is converted again, with a warning that says so.
     """
     gguf_path = Path(gguf_path).expanduser().resolve()
     if not gguf_path.is_file():
         raise LMError(f"GGUF file not found: {gguf_path}. Pass the path of an existing .gguf file.")
     target = converted_dir(gguf_path, name)
-    if (target / "llmrl-converted.json").exists():
+    if intact(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "llmrl-converted.json").exists():
+        for stale in target.parent.glob(glob.escape(target.name) + ".*"):
+            if stale.is_dir():  # a conversion killed before its rename
+                shutil.rmtree(stale, ignore_errors=True)
+        if intact(target):
             return target
+        if target.exists():
+            warnings.warn(f"llmrl: the converted model in {target} is damaged or incomplete; converting "
+                          f"{gguf_path.name} again", stacklevel=2)
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
         try:
             _convert(gguf_path, tmp)
-            (tmp / "llmrl-converted.json").write_text(
-                json.dumps({"source": str(gguf_path), "format_version": _FORMAT_VERSION})
-            )
-            if target.exists():  # a stale, half-written folder from a killed run
+            files = {p.name: [p.stat().st_size, file_fingerprint(p)] for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / MARKER).write_text(json.dumps({"source": str(gguf_path), "format_version": _FORMAT_VERSION,
+                                                  "files": files}))
+            if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def intact(folder: Path) -> bool:
+    """True when ``folder`` holds a finished conversion whose files match what was written."""
+    try:
+        files = json.loads((folder / MARKER).read_text())["files"]
+        return all((folder / f).stat().st_size == size and file_fingerprint(folder / f) == fp
+                   for f, (size, fp) in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _convert(gguf_path: Path, out: Path) -> None:

@@ -131,8 +131,14 @@ class HFLM(LanguageModel):
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, device)
         t0 = time.perf_counter()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device)
+        except Exception as e:  # noqa: BLE001 - safetensors, JSON and OS errors all mean a damaged folder
+            raise LMError(f"cannot load the model in {path} ({type(e).__name__}: {str(e)[:200]}): the folder is "
+                          "damaged or incomplete; for a registered model delete it (it is converted again), "
+                          "otherwise re-save it") from None
+        self._check_weights()
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         if self.tokenizer.pad_token_id is None:
@@ -142,6 +148,13 @@ class HFLM(LanguageModel):
         self.pair_batch_size = pair_batch_size or 8 * self.context_batch_size
         # Prepend BOS ourselves: some tokenizers add it, some do not, and scores depend on it.
         self._bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+
+    def _check_weights(self) -> None:
+        """A weight file of NaNs or infinities loads without complaint and scores NaN later."""
+        for name, p in self.model.named_parameters():
+            if not torch.isfinite(p).all():
+                raise LMError(f"the model in {self.path} has non-finite weights ({name}): it is damaged; for a "
+                              "registered model delete the folder (it is converted again)")
 
     # ----------------------------------------------------------------- tokens
     def encode(self, text: str) -> list[int]:

@@ -22,14 +22,19 @@ or byte pieces of a multi-byte character), the context alone is tokenised throug
 two tokenisations count for the candidate (a straddling token differs there, so it counts too).
 
 Every (context, candidate) pair is one HTTP request, sent concurrently from a small thread pool;
-identical pairs within one call are sent once.
+identical pairs within one call are sent once. Every request is bounded: ``timeout`` is the time
+for the whole answer (a server that trickles bytes is cut off, not waited for), replies larger
+than ``max_response_bytes`` are refused, and a reply whose fields have the wrong types is an
+:class:`LMError` ("malformed response"), never a crash deep in the parser.
 """
 
 from __future__ import annotations
 
+import contextvars
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 import urllib.error
@@ -56,6 +61,7 @@ LOGPROBS_MODES = ("auto", "echo", "prompt_logprobs")
 _EMBED_BATCH = 64
 _MAX_REMEMBERED = 4096  # contexts whose /tokenize answer is kept
 _MAX_RETRY_AFTER_S = 30.0
+_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -81,7 +87,7 @@ class OpenAILM(LanguageModel):
         base_url: the server's root, e.g. ``http://localhost:8000`` (a trailing ``/v1`` is fine).
         model: the model name the server knows (``GET /v1/models`` lists them).
         api_key: sent as a bearer token; defaults to ``$OPENAI_API_KEY``, else ``"EMPTY"``.
-        timeout: seconds to wait for one HTTP response.
+        timeout: seconds one HTTP request may take in all, connecting and the whole reply included.
         max_retries: retries after connection errors, time-outs, HTTP 429 and 5xx (never other 4xx).
         backoff: first retry delay in seconds, doubled at each retry (a ``Retry-After`` header wins).
         logprobs_mode: ``"echo"``, ``"prompt_logprobs"`` or ``"auto"`` (see the module docstring).
@@ -100,6 +106,7 @@ class OpenAILM(LanguageModel):
         logprobs_mode: str = "auto",
         max_concurrency: int = 8,
         embedding_model: str | None = None,
+        max_response_bytes: int = _MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__()
         if logprobs_mode not in LOGPROBS_MODES:
@@ -125,6 +132,7 @@ class OpenAILM(LanguageModel):
         self.logprobs_mode = logprobs_mode
         self.max_concurrency = int(max_concurrency)
         self.embedding_model = embedding_model
+        self.max_response_bytes = int(max_response_bytes)
         # Settled by the first scored pair (a serial probe), then read by the worker threads.
         self._mode: str | None = None if logprobs_mode == "auto" else logprobs_mode
         self._probed = False
@@ -144,7 +152,8 @@ class OpenAILM(LanguageModel):
         host = urllib.parse.urlsplit(self.base_url).hostname or ""
         # A proxy from the environment must not capture a server on this machine.
         proxies: dict[str, str] | None = {} if host in ("localhost", "127.0.0.1", "::1") else None
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies), _DeadlineHTTPHandler(),
+                                                   _DeadlineHTTPSHandler())
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for worker processes (Ray, multiprocessing)
         state = self.__dict__.copy()
@@ -271,14 +280,16 @@ class OpenAILM(LanguageModel):
         lp = _first_choice(resp, self.base_url).get("logprobs")
         if not isinstance(lp, dict) or not lp.get("token_logprobs"):
             raise _NoLogprobs("logprobs missing from the response")
-        token_lps = lp["token_logprobs"]
+        token_lps = _numbers(lp["token_logprobs"], "token_logprobs", self.base_url)
         offsets = lp.get("text_offset")
         tokens = lp.get("tokens")
         if not isinstance(offsets, list) or len(offsets) != len(token_lps):
             raise _NoLogprobs("text_offset missing from the logprobs")
+        if not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets):
+            raise LMError(f"malformed response from {self.base_url}: text_offset holds non-integers "
+                          f"{str(offsets)[:120]}")
         n = len(token_lps)
-        usage = resp.get("usage") or {}
-        n_prompt = usage.get("prompt_tokens")
+        n_prompt = _prompt_tokens(resp)
         if not (isinstance(n_prompt, int) and 0 < n_prompt <= n):
             n_prompt = n if max_tokens == 0 else sum(1 for o in offsets if o < len(prompt))
         token_lps = token_lps[:n_prompt]
@@ -315,8 +326,9 @@ class OpenAILM(LanguageModel):
             ids.append(str(token_id))
             if not isinstance(info, dict):
                 raise LMError(f"malformed response from {self.base_url}: prompt_logprobs entry {str(e)[:200]}")
-            logprobs.append(info.get("logprob"))
-            texts.append(info.get("decoded_token"))
+            logprobs.append(_numbers([info.get("logprob")], "prompt_logprobs", self.base_url)[0])
+            text = info.get("decoded_token")
+            texts.append(text if isinstance(text, str) else None)
         n = len(entries)
         if any(t is None for t in texts[1:]) or not prompt.endswith("".join(texts[1:])):  # type: ignore[arg-type]
             return logprobs, None, ids, n  # no decoded_token (older vLLM), or pieces that do not add up
@@ -401,14 +413,14 @@ class OpenAILM(LanguageModel):
                 choices = resp.get("choices")
                 if not isinstance(choices, list) or not choices:
                     raise LMError(f"malformed response from {self.base_url}/v1/completions: {json.dumps(resp)[:200]}")
-                choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+                choices = sorted(choices, key=_index)
                 for c in choices[: want - len(texts)]:
                     text = c.get("text") if isinstance(c, dict) else None
                     if not isinstance(text, str):
                         raise LMError(f"malformed response from {self.base_url}/v1/completions: {str(c)[:200]}")
                     texts.append(truncate_at_stop(text, stops))
                 if not prompt_tokens:
-                    prompt_tokens = int((resp.get("usage") or {}).get("prompt_tokens") or 0)
+                    prompt_tokens = _prompt_tokens(resp) or 0
             if len(texts) < n:
                 texts = texts * n
             return tuple(texts), prompt_tokens
@@ -435,8 +447,12 @@ class OpenAILM(LanguageModel):
             data = resp.get("data")
             if not isinstance(data, list) or len(data) != len(batch):
                 raise LMError(f"malformed response from {self.base_url}/v1/embeddings: {json.dumps(resp)[:200]}")
-            data = sorted(data, key=lambda d: d.get("index", 0))
-            return [d["embedding"] for d in data]
+            data = sorted(data, key=_index)
+            vectors = [d.get("embedding") if isinstance(d, dict) else None for d in data]
+            if not all(isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v) for v in vectors):
+                raise LMError(f"malformed response from {self.base_url}/v1/embeddings: an embedding is not a list "
+                              "of numbers")
+            return vectors
 
         vectors = [v for vs in self._map(one, batches) for v in vs]
         with self._stats_lock:
@@ -484,10 +500,12 @@ class OpenAILM(LanguageModel):
                 self._count("http_retries")
             self._count("http_requests")
             delay = self.backoff * 2**attempt
+            deadline = _Deadline(self.timeout)
+            token = _DEADLINE.set(deadline)
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST")
                 with self._opener.open(req, timeout=self.timeout) as resp:
-                    raw = resp.read()
+                    raw = _read_bounded(resp, deadline, self.max_response_bytes, url)
             except urllib.error.HTTPError as e:
                 message = _server_message(e)
                 if e.code != 429 and e.code < 500:
@@ -498,10 +516,10 @@ class OpenAILM(LanguageModel):
                     delay = min(retry_after, _MAX_RETRY_AFTER_S)
             except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException, OSError) as e:
                 reason = e.reason if isinstance(e, urllib.error.URLError) else e
-                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                if deadline.expired or isinstance(reason, TimeoutError) or "timed out" in str(reason):
                     last_error = (
-                        f"timed out after {self.timeout:g} s waiting for {url}: the server is overloaded "
-                        "or the request too long; raise timeout= or lower max_concurrency"
+                        f"no complete answer from {url} within {self.timeout:g} s: the server is overloaded, "
+                        "stalled or the request too long; raise timeout= (--lm-timeout) or lower max_concurrency"
                     )
                 else:
                     last_error = f"could not connect to {url} ({reason}): start the server or fix base_url"
@@ -513,10 +531,122 @@ class OpenAILM(LanguageModel):
                 if not isinstance(parsed, dict):
                     raise LMError(f"malformed response from {url}: {raw[:200].decode('utf-8', 'replace')!r}")
                 return parsed
+            finally:
+                deadline.cancel()
+                _DEADLINE.reset(token)
             if attempt < self.max_retries:
                 time.sleep(delay)
         attempts = self.max_retries + 1
         raise LMError(f"{last_error} (gave up after {attempts} attempt{'s' if attempts > 1 else ''})")
+
+
+# --------------------------------------------------------------------------- bounded HTTP
+class _Deadline:
+    """The end of one request's time. A per-read socket timeout does not bound a request (a server
+    that sends a byte every few seconds never trips it), so at the deadline the request's socket
+    is shut down, which wakes any read blocked on it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            self._expire()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("llmrl_http_deadline", default=None)
+
+
+class _Watched:
+    """A connection whose socket the current request's deadline can shut down."""
+
+    sock: socket.socket
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            deadline.watch(self.sock)
+
+
+class _WatchedHTTPConnection(_Watched, http.client.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_WatchedHTTPConnection, req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_WatchedHTTPSConnection, req, context=self._context)
+
+
+def _read_bounded(resp: Any, deadline: _Deadline, limit: int, url: str) -> bytes:
+    """The reply body, read in pieces, refused past ``limit`` bytes or the deadline."""
+    chunks, size = [], 0
+    while True:
+        chunk = resp.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise LMError(f"the reply from {url} is larger than {limit} bytes: refused (a misbehaving server?)")
+        chunks.append(chunk)
+    if deadline.expired:
+        raise TimeoutError("the request's time ran out while reading the reply")
+    return b"".join(chunks)
+
+
+def _index(choice: Any) -> int:
+    index = choice.get("index", 0) if isinstance(choice, dict) else 0
+    return index if isinstance(index, int) else 0
+
+
+def _prompt_tokens(resp: dict[str, Any]) -> int | None:
+    """``usage.prompt_tokens`` when the server reports it as a count (servers vary; it is a hint)."""
+    usage = resp.get("usage")
+    n = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
+
+def _numbers(values: Any, field: str, where: str) -> list[float | None]:
+    """A list of log-probs as floats (None kept), or LMError naming the field that is malformed."""
+    if not isinstance(values, list):
+        raise LMError(f"malformed response from {where}: {field} is not a list")
+    out: list[float | None] = []
+    for v in values:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise LMError(f"malformed response from {where}: {field} holds {v!r}, not a number")
+        out.append(None if v is None else float(v))
+    return out
 
 
 def _first_choice(resp: dict[str, Any], where: str) -> dict[str, Any]:
@@ -529,7 +659,7 @@ def _first_choice(resp: dict[str, Any], where: str) -> dict[str, Any]:
 def _server_message(e: urllib.error.HTTPError) -> str:
     """The error text a server put in its body: OpenAI's ``{"error": {"message"}}`` or plain text."""
     try:
-        raw = e.read()
+        raw = e.read(65536)  # an error body is a message: no more is read
     except Exception:  # noqa: BLE001 - the status alone is still worth reporting
         raw = b""
     text = raw.decode("utf-8", "replace").strip()

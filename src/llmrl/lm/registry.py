@@ -9,7 +9,9 @@ Accepted names:
 - a local Hugging Face folder (with ``config.json``);
 - a path to a ``.gguf`` file (dequantized once into the cache, then loaded by transformers);
 - ``openai:<base_url>#<model>``, e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B`` — any
-  OpenAI-compatible server (vLLM, llama.cpp server, Ollama, SGLang);
+  OpenAI-compatible server (vLLM, llama.cpp server, Ollama, SGLang); the URL may carry the
+  client's limits as query parameters, so a recipe's ``model`` field can set them:
+  ``openai:http://host:8000/v1?timeout=30&retries=2&concurrency=4#Qwen/Qwen2.5-7B``;
 - ``llamacpp:<path.gguf>`` or ``llamacpp:smollm2-135m-instruct`` — llama-cpp-python, if installed.
 
 Nothing here reaches a model hub: weights come from installed packages or local paths.
@@ -64,6 +66,28 @@ GGUF_MODELS: dict[str, Callable[[], Path]] = {
 }
 
 
+# Query parameters of an openai: URL -> OpenAILM arguments (and how to read them).
+_URL_OPTIONS = {"timeout": ("timeout", float), "retries": ("max_retries", int),
+                "concurrency": ("max_concurrency", int), "logprobs": ("logprobs_mode", str)}
+
+
+def _url_options(url: str) -> tuple[str, dict[str, Any]]:
+    """``http://h/v1?timeout=30&retries=2`` -> (``http://h/v1``, {timeout: 30.0, max_retries: 2})."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _URL_OPTIONS:
+            raise LMError(f"unknown option {key!r} in {url}: use {', '.join(_URL_OPTIONS)}")
+        arg, kind = _URL_OPTIONS[key]
+        try:
+            options[arg] = kind(value)
+        except ValueError:
+            raise LMError(f"option {key}={value!r} in {url} is not a {kind.__name__}") from None
+    return urlunsplit(parts._replace(query="")), options
+
+
 def load_model(name: str = DEFAULT_MODEL, **kwargs: Any) -> LanguageModel:
     """Build the backend for ``name`` (see the module docstring). ``kwargs`` go to the backend,
     e.g. ``dtype="fp32"`` or ``device="cuda"`` for hf, ``timeout=30`` for openai."""
@@ -79,7 +103,8 @@ def load_model(name: str = DEFAULT_MODEL, **kwargs: Any) -> LanguageModel:
                 f"bad openai model name {name!r}: write openai:<base_url>#<model>, "
                 "e.g. openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B"
             )
-        return OpenAILM(url, model, **kwargs)
+        url, options = _url_options(url)
+        return OpenAILM(url, model, **{**options, **kwargs})
     if name.startswith("llamacpp:"):
         from llmrl.lm.llamacpp import LlamaCppLM
 

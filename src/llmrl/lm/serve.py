@@ -22,17 +22,25 @@ and embeddings still work. Token ids are assigned by the server in order of firs
 mean nothing outside one server's life.
 
 This server is for tests and for sharing one model between local processes; it runs one model
-call at a time (a lock) and does not batch concurrent requests. Subclasses change what it says
-through a few methods (``before_post``, ``tokens``, ``prompt_logprobs``, ``logprobs_block``,
-``completions``); the test suite uses them to imitate other servers and faults.
+call at a time (a lock) and does not batch concurrent requests. It has **no authentication**: it
+binds to a loopback address unless ``allow_remote=True`` says the network is trusted. Every
+request is bounded (:class:`ServeLimits`: prompts per request, ``n``, ``max_tokens``, prompt
+length, seconds), and a request whose client has hung up stops between prompts and frees the
+model. Subclasses change what it says through a few methods (``before_post``, ``tokens``,
+``prompt_logprobs``, ``logprobs_block``, ``completions``); the test suite uses them to imitate
+other servers and faults.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import select
+import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -49,6 +57,25 @@ class RequestError(Exception):
         self.status, self.message, self.kind = status, message, kind
 
 
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask of the server; more is answered with HTTP 400 naming the limit."""
+
+    max_prompts: int = 64
+    """Prompts (or texts to embed or tokenize) in one request."""
+    max_n: int = 16
+    """Completions per prompt."""
+    max_tokens: int = 1024
+    """Tokens generated per completion."""
+    max_prompt_chars: int = 200_000
+    """Characters in one prompt."""
+    request_seconds: float = 300.0
+    """A request still at work after this long stops between prompts (HTTP 503)."""
+
+
+_REQUEST = threading.local()  # the handler serving this thread's request: its client and deadline
+
+
 class LMServer(ThreadingHTTPServer):
     """An HTTP server bound to one model; ``requests`` counts what it answered, by kind."""
 
@@ -61,8 +88,14 @@ class LMServer(ThreadingHTTPServer):
         host: str = "127.0.0.1",
         port: int = 0,
         model_name: str | None = None,
+        limits: ServeLimits | None = None,
+        allow_remote: bool = False,
     ) -> None:
+        if not allow_remote and not _is_loopback(host):
+            raise ValueError(f"llmrl's server has no authentication, so it serves loopback addresses only, not "
+                             f"{host!r}: bind 127.0.0.1, or pass allow_remote=True on a network you trust")
         super().__init__((host, port), _Handler)
+        self.limits = limits or ServeLimits()
         self.model = model
         self.model_name = model_name or getattr(model, "name", type(model).__name__)
         self.requests: Counter[str] = Counter()
@@ -113,6 +146,23 @@ class LMServer(ThreadingHTTPServer):
         with self._count_lock:
             self.requests[kind] += 1
 
+    def working(self) -> None:
+        """Between two units of work: stop if the request's time is up or its client has gone."""
+        if time.monotonic() > getattr(_REQUEST, "deadline", float("inf")):
+            raise RequestError(503, f"the request took longer than {self.limits.request_seconds:g} s: send fewer "
+                                    "prompts per request", "server_error")
+        if not getattr(_REQUEST, "client_alive", lambda: True)():
+            raise ConnectionAbortedError("the client hung up")
+
+    def check_batch(self, items: list[Any], what: str) -> None:
+        if len(items) > self.limits.max_prompts:
+            raise RequestError(400, f"{len(items)} {what} in one request; this server takes at most "
+                                    f"{self.limits.max_prompts} (ServeLimits.max_prompts): split the request")
+        long = [i for i, p in enumerate(items) if isinstance(p, str) and len(p) > self.limits.max_prompt_chars]
+        if long:
+            raise RequestError(400, f"{what} {long[0]} has more than {self.limits.max_prompt_chars} characters "
+                                    "(ServeLimits.max_prompt_chars)")
+
     def before_post(self, path: str) -> tuple[int, bytes, str] | None:
         """A subclass may answer a POST itself (status, body, content type); None serves it."""
         return None
@@ -145,10 +195,14 @@ class LMServer(ThreadingHTTPServer):
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise RequestError(400, "prompt must be a string or a non-empty list of strings")
+        self.check_batch(prompts, "prompts")
         max_tokens = _int(body, "max_tokens", 16)
         n = _int(body, "n", 1)
-        if n < 1:
-            raise RequestError(400, f"n must be at least 1, got {n}.")
+        if not 1 <= n <= self.limits.max_n:
+            raise RequestError(400, f"n must be in [1, {self.limits.max_n}] (ServeLimits.max_n), got {n}.")
+        if not 0 <= max_tokens <= self.limits.max_tokens:
+            raise RequestError(400, f"max_tokens must be in [0, {self.limits.max_tokens}] (ServeLimits.max_tokens), "
+                                    f"got {max_tokens}.")
         echo = bool(body.get("echo", False))
         logprobs = body.get("logprobs")
         want_prompt_lps = body.get("prompt_logprobs") is not None
@@ -159,6 +213,7 @@ class LMServer(ThreadingHTTPServer):
         choices = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         for p in prompts:
+            self.working()
             if max_tokens == 0:
                 texts: tuple[str, ...] = ("",) * n
             else:
@@ -232,6 +287,7 @@ class LMServer(ThreadingHTTPServer):
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise RequestError(400, "input must be a string or a list of strings")
+        self.check_batch(texts, "inputs")
         with self._model_lock:
             vectors = self.model.embed(texts) if texts else []
         return {
@@ -247,6 +303,7 @@ class LMServer(ThreadingHTTPServer):
         text = body.get("prompt", body.get("content"))
         if not isinstance(text, str):
             raise RequestError(400, "give the text to tokenize as 'prompt' (or 'content')")
+        self.check_batch([text], "texts")
         ids = self.token_ids([t for t, _ in self.tokens(text)])
         return {"tokens": ids, "count": len(ids), "max_model_len": 0}
 
@@ -308,14 +365,27 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "completions":
             kind = "echo" if body.get("echo") else "prompt_logprobs" if body.get("prompt_logprobs") is not None else kind
         s.count(kind)
+        _REQUEST.deadline = time.monotonic() + s.limits.request_seconds
+        _REQUEST.client_alive = self._client_alive
         try:
             self._json(200, route(body))
+        except ConnectionAbortedError:
+            s.count("abandoned")  # nobody to answer: the model is free for the next request
         except RequestError as e:
             self._error(e.status, e.message, e.kind)
         except (ValueError, TypeError) as e:
             self._error(400, f"{type(e).__name__}: {e}")
         except Exception as e:  # noqa: BLE001 - a served model's failure becomes HTTP 500, as in real servers
             self._error(500, f"{type(e).__name__}: {e}", "server_error")
+
+    def _client_alive(self) -> bool:
+        """False once the client has closed its end (the request body was read in full, so a
+        readable socket with nothing to read means it hung up)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return not readable or bool(self.connection.recv(1, socket.MSG_PEEK))
+        except OSError:
+            return False
 
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
@@ -338,6 +408,15 @@ def _int(body: dict[str, Any], key: str, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise RequestError(400, f"{key} must be an integer, got {value!r}")
     return int(value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_in_thread(model: LanguageModel, host: str = "127.0.0.1", port: int = 0,

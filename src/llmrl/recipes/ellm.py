@@ -228,9 +228,9 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
         return folder.path
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    state = folder.load_checkpoint()  # before the LM loads: a bad folder fails in a second
     learner = _Learner(config, method, seed)
     explorer = learner.explorer
-    state = folder.load_checkpoint()
     t0 = state["loop"]["t"] if state is not None else 0
     log = folder.progress(PROGRESS, resume_at=t0, digits=None)  # _row rounds each column itself
     episodes = _EpisodeLog(folder.path / "episodes.jsonl", t0, state["episodes"] if state is not None else 0)

@@ -100,7 +100,14 @@ class GLAMConfig:
     """Series name in plots: runs with the same label and env_id are seeds of one series."""
 
     def __post_init__(self) -> None:
+        from llmrl.envs.babyai_text import TEXT_ENV_IDS
+
         self.actions = tuple(self.actions)
+        if self.env_id not in TEXT_ENV_IDS:
+            raise ValueError(f"unknown env_id {self.env_id!r}: GLAM trains on a BabyAI-Text level, one of "
+                             f"{', '.join(TEXT_ENV_IDS)}")
+        if len(self.actions) < 2 or len(set(self.actions)) != len(self.actions) or not all(self.actions):
+            raise ValueError(f"actions must be at least two distinct, non-empty strings, got {self.actions}")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
         require_positive(self, "n_envs", "micro_batch_size", "total_env_steps", "checkpoint_every", "lora_r")
@@ -426,11 +433,11 @@ def run(config: GLAMConfig, out: str | os.PathLike[str], *, resume: bool = False
                                  "n_updates": config.n_updates})
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    ckpt = folder.load_checkpoint()  # before the model loads: a bad folder fails in a second
     policy = build_policy(config)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optim = torch.optim.Adam(trainable, lr=config.ppo.learning_rate, eps=config.ppo.adam_eps)
     counters = {"updates": 0, "env_steps": 0, "episodes": 0, "wall_s": 0.0}
-    ckpt = folder.load_checkpoint()
     if ckpt is not None:
         load_trainable_state(policy, config, ckpt["trainable"])
         optim.load_state_dict(ckpt["optimizer"])

@@ -241,12 +241,53 @@ def _short_band(band: str) -> str:
     return {BAND_MINMAX: "min–max", BAND_T: "95% t-CI"}.get(band, band)
 
 
+# Config fields that do not change what a run learns: runs differing only in them are seeds of one series.
+BOOKKEEPING = {"seed", "seeds", "label", "command", "recipe", "env_id", "n_updates", "threads", "torch_threads",
+               "lm_torch_threads", "lm_threads", "checkpoint_every", "log_every", "eval_episodes", "eval_seed",
+               "device", "lm_cache", "methods", "total_env_steps"}
+
+
+def settings(run: Run) -> dict[str, Any]:
+    """The run's config, flattened to dotted names, without bookkeeping fields."""
+    config = run.config.get("config", run.config) if isinstance(run.config.get("config"), dict) else run.config
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            elif k not in BOOKKEEPING:
+                flat[prefix + k] = json.dumps(v, sort_keys=True, default=str)
+
+    walk("", config)
+    return flat
+
+
 def group_runs(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Runs keyed by (env_id, label), sorted, so colours and table rows are stable."""
+    """Runs keyed by (env_id, label), sorted, so colours and table rows are stable.
+
+    Runs that share a label but were made with different settings are not seeds of one series:
+    each distinct setting becomes its own series, its label followed by what differs
+    (``glam-cpu [ppo.learning_rate=0.001]``).
+    """
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.env_id, r.label), []).append(r)
-    return {k: sorted(groups[k], key=lambda r: str(r.seed)) for k in sorted(groups)}
+    split: dict[tuple[str, str], list[Run]] = {}
+    for (env_id, label), group in groups.items():
+        variants: dict[tuple[tuple[str, Any], ...], list[Run]] = {}
+        for r in group:
+            variants.setdefault(tuple(sorted(settings(r).items())), []).append(r)
+        if len(variants) == 1:
+            split[(env_id, label)] = group
+            continue
+        keys = [dict(v) for v in variants]
+        differing = sorted({k for d in keys for k in d if any(d.get(k) != e.get(k) for e in keys)})
+        for variant, members in variants.items():
+            d = dict(variant)
+            tag = ", ".join(f"{k}={json.loads(d[k]) if k in d else '-'}" for k in differing[:3])
+            split[(env_id, f"{label} [{tag}{', ...' if len(differing) > 3 else ''}]")] = members
+    return {k: sorted(split[k], key=lambda r: str(r.seed)) for k in sorted(split)}
 
 
 def aggregate(

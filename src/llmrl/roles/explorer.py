@@ -65,8 +65,9 @@ def goal_prompt(caption: str, header: str = PROMPT_HEADER, examples=FEW_SHOT) ->
     return header + shots + caption + QUESTION
 
 
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*(.+?)\s*$")
-_WORD = re.compile(r"[a-z]+(?: [a-z]+)*")
+_BULLET = re.compile(r"(?:[-*\u2022]|\d+[.)])\s*")  # matched at the start of a stripped line
+MAX_REPLY_CHARS = 4096  # a goal list is a few short lines; the rest of a runaway reply is not read
+MAX_LINE_CHARS = 200
 
 
 def normalise_goal(text: str) -> str:
@@ -83,15 +84,18 @@ def parse_goals(text: str, max_goals: int = 8, max_words: int = 6) -> list[str] 
     small LMs drift into prose after the bullets.
     """
     goals: list[str] = []
-    for line in text.splitlines():
-        if not line.strip():
+    for line in text[:MAX_REPLY_CHARS].splitlines():
+        line = line.strip()
+        if not line:
             if goals:
                 break
             continue
         match = _BULLET.match(line)
         if match is None:
             break
-        goal = normalise_goal(match.group(1))
+        if len(line) > MAX_LINE_CHARS:  # prose, not a goal (and normalising it would cost)
+            continue
+        goal = normalise_goal(line[match.end():])
         if not goal or len(goal.split()) > max_words:
             continue
         if goal not in goals:
