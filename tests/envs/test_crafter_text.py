@@ -29,29 +29,96 @@ def test_action_sets_have_crafters_17_and_ellms_139_actions():
     assert CrafterTextEnv(action_set="verb_noun").action_space.n == 139
 
 
-def test_state_caption_lists_seen_things_target_inventory_and_needs(env, scene):
+def test_ellms_caption_lists_the_view_the_target_the_inventory_and_sleepiness_only(env, scene):
     scene.clear(env)
     px, py = env.player.pos
     env.world[(px + 2, py)] = "tree"
     env.world[(px - 1, py - 1)] = "water"
+    env.world[(px + 1, py - 1)] = "table"
+    env.world[(px - 2, py)] = "sand"  # ELLM leaves sand out
     env.world[scene.facing(env)] = "stone"
-    env.player.inventory["wood"] = 2
-    env.player.inventory["wood_pickaxe"] = 1
-    env.player.inventory["food"] = 5
-    env.player.inventory["drink"] = 8
+    env.player.inventory.update(wood=2, wood_pickaxe=1, sapling=1, food=5, drink=8)
     assert env.state_caption() == (
-        "You see grass, stone, tree, and water. You are targeting stone. "
+        "You see crafting table, grass, stone, tree, and water. You are targeting stone. "
+        "You have in your inventory plant, wood, wood_pickaxe."
+    )
+    env.player.inventory["energy"] = 3  # of the needs, ELLM's LM hears only of sleepiness
+    assert env.state_caption().endswith("You feel sleepy.")
+
+
+def test_ellms_caption_lists_two_things_with_a_comma_and_names_a_targeted_table_table(env, scene):
+    scene.clear(env)
+    px, py = env.player.pos
+    env.world.add(O.Cow(env.world, (px - 1, py)))
+    assert env.state_caption() == "You see cow, and grass. You are targeting grass."
+    env.world[scene.facing(env)] = "table"
+    assert env.state_caption() == "You see cow, crafting table, and grass. You are targeting table."
+    scene.clear(env, "sand")
+    assert env.state_caption() == "You see ."  # nothing worth naming in view; sand is never targeted
+
+
+def test_the_earlier_caption_is_an_option(scene):
+    env = CrafterTextEnv(length=400, caption="llmrl")
+    env.reset(seed=3)
+    scene.clear(env)
+    px, py = env.player.pos
+    env.world[scene.facing(env)] = "stone"
+    env.player.inventory.update(wood=2, wood_pickaxe=1, food=5, drink=8)
+    assert env.state_caption() == (
+        "You see grass and stone. You are targeting stone. "
         "You have in your inventory wood and wood pickaxe. You feel hungry, thirsty."
     )
 
 
-def test_state_caption_names_creatures_and_omits_empty_parts(env, scene):
+def test_the_oracle_proposes_what_the_view_and_inventory_allow(env, scene):
     scene.clear(env)
     px, py = env.player.pos
-    env.world.add(O.Cow(env.world, (px, py + 1)))
-    assert env.state_caption() == "You see cow and grass. You are targeting cow."
-    scene.clear(env, "sand")
-    assert env.state_caption() == "You see sand. You are targeting sand."
+    env.world[(px + 2, py)] = "tree"
+    env.world[(px - 1, py - 1)] = "stone"
+    assert set(env.oracle_goals()) == {"chop tree", "chop grass"}  # stone needs a wood pickaxe
+    env.player.inventory.update(wood=1, wood_pickaxe=1)
+    assert set(env.oracle_goals()) == {"chop tree", "chop grass", "mine stone", "place crafting table",
+                                       "make crafting table"}
+    env.world[(px + 1, py - 1)] = "table"
+    env.player.inventory["energy"] = 3
+    goals = set(env.oracle_goals())
+    assert {"make wood pickaxe", "make wood sword", "sleep"} <= goals
+    assert "place crafting table" not in goals and "make crafting table" in goals  # as in ELLM's code
+
+
+def test_loose_success_counts_facing_or_holding_the_named_thing():
+    vn = CrafterTextEnv(action_set="verb_noun", length=400)
+    vn.reset(seed=4)
+    from conftest import CrafterScene
+
+    CrafterScene.clear(vn)
+    vn.world[CrafterScene.facing(vn)] = "stone"
+    _, _, _, _, info = vn.step(ct.VERB_NOUN_ACTIONS.index("mine stone"))  # no pickaxe: nothing happens ...
+    assert vn.player.inventory["stone"] == 0
+    assert info["action_success"] and info["transition_caption"] == "mine stone"  # ... but it faced stone
+    _, _, _, _, info = vn.step(ct.VERB_NOUN_ACTIONS.index("mine coal"))
+    assert not info["action_success"] and info["transition_caption"] == ""
+    vn.player.inventory["wood_pickaxe"] = 1
+    _, _, _, _, info = vn.step(ct.VERB_NOUN_ACTIONS.index("make wood pickaxe"))  # held already
+    assert info["action_success"] and info["transition_caption"] == "make wood pickaxe"
+    strict = CrafterTextEnv(action_set="verb_noun", length=400, success="strict")
+    strict.reset(seed=4)
+    CrafterScene.clear(strict)
+    strict.world[CrafterScene.facing(strict)] = "stone"
+    assert strict.step(ct.VERB_NOUN_ACTIONS.index("mine stone"))[4]["transition_caption"] == ""
+    with pytest.raises(ValueError, match="verb x noun"):
+        CrafterTextEnv(action_set="standard", success="loose")
+
+
+def test_ellms_view_is_84x84_grayscale_and_four_frames_stack():
+    env = CrafterTextEnv(observation="gray84", length=10)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (84, 84, 1) and obs.dtype == np.uint8 and 0 < obs.mean() < 255
+    stacked = ct.StackFrames(env, 4)
+    first, _ = stacked.reset(seed=0)
+    assert first.shape == (84, 84, 4) and all(np.array_equal(first[..., 0], first[..., k]) for k in range(4))
+    moved = stacked.step(1)[0]
+    assert np.array_equal(moved[..., :3], first[..., 1:]) and not np.array_equal(moved[..., 3], first[..., 3])
 
 
 def test_things_outside_the_9x7_view_are_not_seen(env, scene):
@@ -83,7 +150,7 @@ def test_placing_and_making_are_captioned_with_the_items_name(env, scene):
     scene.clear(env)
     env.player.inventory["wood"] = 5
     _, _, _, _, info = env.step(ct.STANDARD_ACTIONS.index("place_table"))
-    assert info["transition_caption"] == "place table"
+    assert info["transition_caption"] == "place crafting table"
     _, _, _, _, info = env.step(ct.STANDARD_ACTIONS.index("make_wood_pickaxe"))
     assert info["transition_caption"] == "make wood pickaxe"
     assert info["unlocked"] == ("make_wood_pickaxe",)
@@ -99,8 +166,12 @@ def test_verb_noun_action_applies_only_to_its_noun(env, scene):
     assert info["transition_caption"] == "" and vn.player.inventory["wood"] == 0
     _, _, _, _, info = vn.step(ct.VERB_NOUN_ACTIONS.index("chop tree"))
     assert info["transition_caption"] == "chop tree" and vn.player.inventory["wood"] == 1
-    _, _, _, _, info = vn.step(ct.VERB_NOUN_ACTIONS.index("eat table"))  # meaningless pair: a no-op
-    assert info["transition_caption"] == "" and info["action_name"] == "eat table"
+    _, _, _, _, info = vn.step(ct.VERB_NOUN_ACTIONS.index("eat crafting table"))  # meaningless pair: a no-op
+    assert info["transition_caption"] == "" and info["action_name"] == "eat crafting table"
+    assert vn.player.inventory["wood"] == 1
+    vn.player.inventory["wood"] = 2  # Crafter's table costs 2 wood (ELLM's game: 1)
+    vn.step(ct.VERB_NOUN_ACTIONS.index("make crafting table"))  # ELLM: "make" places a table too
+    assert vn.player.achievements["place_table"] == 1
 
 
 def test_hitting_a_cow_is_attack_until_the_blow_that_eats_it(env, scene):
