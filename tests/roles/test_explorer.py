@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from fakes import ScriptedLM
 
 from llmrl.envs import crafter_text as ct
 from llmrl.roles.explorer import (
@@ -14,16 +15,14 @@ from llmrl.roles.explorer import (
     parse_goals,
 )
 
-from fakes import ScriptedLM
-
 CAPTIONS = [ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS]
 
 
 # ------------------------------------------------------------------------------ prompt and parser
 def test_prompt_is_ellms_bullet_prompt_ending_in_the_question():
     p = goal_prompt("You see tree. You are targeting tree.")
-    assert p.startswith("Valid actions: sleep, eat, attack, chop, drink, place, make, mine\n\n")
-    assert "Suggest the best actions" in p
+    assert p.startswith("Valid actions: sleep, eat, attack, chop, drink, place, make, mine\nYou play a game")
+    assert "You have in your inventory plant. What do you do?\n- Drink water\n- Chop grass\n- Attack cow\n- Place plant\n" in p
     assert p.count("What do you do?") == 3  # two worked examples, then this state
     assert p.endswith("You see tree. You are targeting tree. What do you do?\n")
 
@@ -47,12 +46,15 @@ def test_malformed_replies_give_no_goals(text):
 
 
 # ------------------------------------------------------------------------------ reward rule
-def info(transition="", success=True, caption="You see tree.", achievements=None, feasible=None):
+def info(transition="", success=True, caption="You see tree.", achievements=None, feasible=None, oracle=(),
+         action=None):
     n = len(ct.ACHIEVEMENTS)
     return {
         "caption": caption,
         "transition_caption": transition,
         "action_success": success,
+        "action_name": transition if action is None else action,
+        "oracle_goals": tuple(oracle),
         "achievements": np.zeros(n, bool) if achievements is None else achievements,
         "feasible": np.zeros(n, bool) if feasible is None else feasible,
     }
@@ -67,7 +69,7 @@ def feasible(*names):
 
 @pytest.fixture(scope="module")
 def oracle():
-    return GoalExplorer("oracle", 2, goal_captions=CAPTIONS)
+    return GoalExplorer("feasible-achievements", 2, goal_captions=CAPTIONS)
 
 
 def test_matching_transition_pays_its_similarity_once_per_episode(oracle):
@@ -90,8 +92,8 @@ def test_failed_or_silent_actions_pay_nothing(oracle):
 
 
 def test_threshold_decides_whether_a_near_match_pays():
-    near = GoalExplorer("oracle", 1, ExplorerConfig(threshold=0.5), goal_captions=CAPTIONS)
-    strict = GoalExplorer("oracle", 1, ExplorerConfig(threshold=0.99), goal_captions=CAPTIONS)
+    near = GoalExplorer("feasible-achievements", 1, ExplorerConfig(threshold=0.5), goal_captions=CAPTIONS)
+    strict = GoalExplorer("feasible-achievements", 1, ExplorerConfig(threshold=0.99), goal_captions=CAPTIONS)
     sim = float(near.embed(["chop trees"])[0] @ near.embed(["chop tree"])[0])
     assert 0.5 < sim < 0.99
     for explorer in (near, strict):
@@ -100,11 +102,48 @@ def test_threshold_decides_whether_a_near_match_pays():
     assert strict.reward([info("chop trees")])[0] == 0.0
 
 
-def test_novelty_proposes_every_achievement_not_yet_unlocked():
-    explorer = GoalExplorer("novelty", 1, goal_captions=CAPTIONS)
+def test_achievement_novelty_proposes_every_achievement_not_yet_unlocked():
+    explorer = GoalExplorer("achievement-novelty", 1, goal_captions=CAPTIONS)
     (goals,) = explorer.suggest([info(achievements=feasible("collect_wood", "wake_up"))])
     assert "chop tree" not in goals and "sleep" not in goals
-    assert "place table" in goals and len(goals) == len(set(CAPTIONS)) - 2
+    assert "place crafting table" in goals and len(goals) == len(set(CAPTIONS)) - 2
+
+
+def test_ellm_novelty_proposes_every_action_and_pays_the_attempt():
+    explorer = GoalExplorer("novelty", 1, all_goals=ct.VERB_NOUN_ACTIONS)
+    (goals,) = explorer.suggest([info()])
+    assert goals == ct.VERB_NOUN_ACTIONS
+    # ELLM's novelty baseline matches the action's name whether or not it did anything ...
+    assert explorer.reward([info("", success=False, action="mine diamond")])[0] == pytest.approx(1.0, abs=1e-5)
+    # ... once per episode: the paid goal is no longer suggested.
+    (goals,) = explorer.suggest([info()])
+    assert "mine diamond" not in goals and len(goals) == len(ct.VERB_NOUN_ACTIONS) - 1
+    assert explorer.reward([info("", success=False, action="mine diamond")])[0] == 0.0
+    explorer.end_episode(0)
+    assert "mine diamond" in explorer.suggest([info()])[0]
+
+
+def test_oracle_source_reads_the_environments_oracle_goals():
+    explorer = GoalExplorer("oracle", 2)
+    goals = explorer.suggest([info(oracle=("chop tree", "sleep")), info()])
+    assert goals == [("chop tree", "sleep"), ()]
+    r = explorer.reward([info("chop tree"), info("chop tree")])
+    assert r[0] == pytest.approx(1.0, abs=1e-5) and r[1] == 0.0
+
+
+def test_an_equivalent_goal_is_paid_with_the_goal():
+    explorer = GoalExplorer("oracle", 1, equivalents=ct.EQUIVALENT_GOALS)
+    explorer.suggest([info(oracle=("attack cow", "eat cow"))])
+    assert explorer.reward([info("eat cow")])[0] == pytest.approx(1.0, abs=1e-5)
+    (goals,) = explorer.suggest([info(oracle=("attack cow", "eat cow"))])
+    assert goals == ()  # ELLM: eating the cow achieves "attack cow" too
+
+
+def test_suggestions_are_judged_against_the_oracle():
+    lm = ScriptedLM({"A. What do you do?\n": "- chop tree\n- make iron sword\n- mine zombie\n- fly away"})
+    explorer = GoalExplorer("llm", 1, lm=lm, all_goals=ct.VERB_NOUN_ACTIONS, valid_goals=ct.VALID_GOALS)
+    explorer.suggest([info(caption="A.", oracle=("chop tree",))])
+    assert explorer.stats.quality == {"good": 1, "poorly_timed": 1, "bad": 1, "invalid": 1}
 
 
 def test_none_source_suggests_nothing_and_pays_nothing():
@@ -127,7 +166,9 @@ def test_bad_settings_name_the_fix():
     with pytest.raises(ValueError, match="language model"):
         GoalExplorer("llm", 1)
     with pytest.raises(ValueError, match="goal_captions"):
-        GoalExplorer("oracle", 1)
+        GoalExplorer("feasible-achievements", 1)
+    with pytest.raises(ValueError, match="all_goals"):
+        GoalExplorer("novelty", 1)
 
 
 # ------------------------------------------------------------------------------ the LM path
@@ -163,7 +204,7 @@ def test_real_lm_suggests_goals_through_the_cache(tmp_path):
 # ------------------------------------------------------------------------------ wrappers
 def test_wrapper_adds_the_oracle_reward_to_a_crafter_step(scene):
     env = ELLMWrapper(ct.CrafterTextEnv(reward="none"),
-                      GoalExplorer("oracle", 1, goal_captions=CAPTIONS))
+                      GoalExplorer("feasible-achievements", 1, goal_captions=CAPTIONS))
     env.reset(seed=5)
     base = env.unwrapped
     scene.clear(base)
@@ -177,7 +218,7 @@ def test_wrapper_adds_the_oracle_reward_to_a_crafter_step(scene):
 @pytest.mark.slow
 def test_vector_wrapper_rewards_every_env_and_resets_goals_per_episode():
     envs = ct.make_vec(2, asynchronous=False, length=6, reward="none")
-    explorer = GoalExplorer("novelty", 2, goal_captions=CAPTIONS)
+    explorer = GoalExplorer("achievement-novelty", 2, goal_captions=CAPTIONS)
     wrapped = ELLMVectorWrapper(envs, explorer)
     _, infos = wrapped.reset(seed=[0, 1])
     assert len(infos["goals"][0]) == len(set(CAPTIONS))

@@ -6,16 +6,25 @@ one of those goals (cosine similarity of MiniLM embeddings above a threshold). E
 most once per episode, and only when the action succeeded. The LM never sees a reward and is
 never trained; it only says what a person would find worth doing here.
 
-Goal sources (``GoalExplorer(source, ...)``), all paid by the same rule:
+Goal sources (``GoalExplorer(source, ...)``), as ELLM defines its method and baselines:
 
-* ``"llm"``     — the LM's suggestions (ELLM);
-* ``"novelty"`` — every achievement not yet unlocked this episode (ELLM's novelty baseline);
-* ``"oracle"``  — every achievement one action away right now (ELLM's oracle);
-* ``"none"``    — no goals, no intrinsic reward.
+* ``"llm"``      — the LM's suggestions (ELLM);
+* ``"novelty"``  — every goal of ``all_goals`` (ELLM: its 139 verb-noun action names) not yet
+  achieved this episode, paid on the *attempt*: the action's name is matched, whether it
+  succeeded or not (ELLM's novelty baseline);
+* ``"oracle"``   — the goals the environment's oracle proposes now (``info["oracle_goals"]``:
+  ELLM's prerequisite oracle in Crafter-Text);
+* ``"achievement-novelty"`` — every achievement not yet unlocked this episode (``achievements``
+  mask), paid on success: Crafter's own +1-per-new-achievement signal, not ELLM's baseline;
+* ``"feasible-achievements"`` — every achievement one action away (``feasible`` mask), paid on
+  success: a tighter oracle than ELLM's;
+* ``"none"``     — no goals, no intrinsic reward.
 
-Captions come from the environment's ``info``: ``caption`` (state), ``transition_caption`` ("" when
-the action did nothing) and, for the baselines, ``achievements`` / ``feasible`` masks over an
-achievement list whose captions ``goal_captions`` gives. The reward plugs into a run in either of
+Goals achieved this episode are dropped from the suggestions, and a goal's equivalent
+(``equivalents``; ELLM: "eat cow" = "attack cow") goes with it. Captions come from the
+environment's ``info``: ``caption`` (state), ``transition_caption`` ("" when the action failed),
+``action_success``, ``action_name`` and, for the achievement sources, masks over an achievement
+list whose captions ``goal_captions`` gives. The reward plugs into a run in either of
 two ways: as a Gymnasium wrapper (``ELLMWrapper``, ``ELLMVectorWrapper``) on any environment that
 provides those infos, one LM call per step; or as the intrinsic reward of an off-policy learner
 (:class:`GoalBonus`, for :class:`llmrl.rl.offpolicy.OffPolicyLoop`), which labels lazily so one
@@ -40,21 +49,24 @@ import numpy as np
 from llmrl.envs.vector import unstack_infos
 from llmrl.lm.base import LanguageModel
 
-SOURCES = ("llm", "novelty", "oracle", "none")
+SOURCES = ("llm", "novelty", "oracle", "achievement-novelty", "feasible-achievements", "none")
+QUALITY = ("good", "poorly_timed", "bad", "invalid")
+"""How a suggested goal is judged (ELLM's logging): in the oracle's goals now; a valid action the
+oracle does not propose now; one of the actions, but one that can do nothing; not an action."""
 
-# ELLM's Crafter prompt: valid verbs, the instruction, two worked examples, then the caption.
-# The examples are ours, written in our captions' words.
+# ELLM's Crafter prompt, in our words with its facts: the valid verbs on one line, the instruction
+# on the next, then two worked examples (what is in view and targeted, the second with a plant
+# in the inventory; no needs shown) with the goals ELLM lists for them, Place plant included.
 PROMPT_HEADER = (
-    "Valid actions: sleep, eat, attack, chop, drink, place, make, mine\n\n"
-    "You are a player playing a game. Suggest the best actions the player can take based on the "
-    "things you see and the items in your inventory. Only use valid actions and objects.\n\n"
+    "Valid actions: sleep, eat, attack, chop, drink, place, make, mine\n"
+    "You play a game as the player. List the best things the player can do now, given what it sees "
+    "and what it holds in its inventory, using only valid actions and objects.\n\n"
 )
 FEW_SHOT = (
-    ("You see plant, tree, and skeleton. You are targeting skeleton. You feel hungry.",
+    ("You see plant, tree, and skeleton. You are targeting skeleton.",
      ("Eat plant", "Chop tree", "Attack skeleton")),
-    ("You see water, grass, cow, and table. You are targeting grass. You have in your inventory "
-     "wood. You feel thirsty.",
-     ("Drink water", "Chop grass", "Attack cow", "Make wood pickaxe")),
+    ("You see water, grass, cow, and diamond. You are targeting grass. You have in your inventory plant.",
+     ("Drink water", "Chop grass", "Attack cow", "Place plant")),
 )
 QUESTION = " What do you do?\n"
 
@@ -147,9 +159,11 @@ class ExplorerStats:
     lm_seconds: float = 0.0
     embed_seconds: float = 0.0
     paid: dict[str, int] = field(default_factory=dict)
+    quality: dict[str, int] = field(default_factory=dict)
+    """Suggestions by ``QUALITY`` over every state suggested for (when the env names its oracle goals)."""
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "paid"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("paid", "quality")}
         out["lm_cache_hit_rate"] = 1 - self.lm_new_prompts / self.lm_prompts if self.lm_prompts else float("nan")
         return out
 
@@ -165,11 +179,15 @@ class GoalExplorer:
         n_envs: environments in the batch.
         config: an :class:`ExplorerConfig` (defaults: ELLM's).
         lm: the frozen LM (needed for source "llm"); also the embedder for every source.
-        goal_captions: for "novelty" and "oracle", the caption of each entry of the
+        goal_captions: for the achievement sources, the caption of each entry of the
             ``achievements`` / ``feasible`` masks (Crafter-Text: ``ACHIEVEMENT_CAPTIONS``).
         prompt: caption -> the LM's prompt (default: ELLM's Crafter prompt, :func:`goal_prompt`;
             another environment brings its own examples, e.g. ``partial(goal_prompt, header=...,
             examples=...)``).
+        all_goals: every goal there is (ELLM: the action names); the novelty source proposes them,
+            and suggestion quality counts a goal outside them as invalid.
+        valid_goals: the goals that can do something (Crafter-Text: ``VALID_GOALS``), for quality.
+        equivalents: goal -> the goal that counts as the same (Crafter-Text: ``EQUIVALENT_GOALS``).
     """
 
     def __init__(
@@ -180,13 +198,21 @@ class GoalExplorer:
         lm: LanguageModel | None = None,
         goal_captions: Sequence[str] = (),
         prompt: Callable[[str], str] | None = None,
+        all_goals: Sequence[str] = (),
+        valid_goals: Sequence[str] = (),
+        equivalents: dict[str, str] | None = None,
     ) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         if source == "llm" and lm is None:
             raise ValueError("source 'llm' needs a language model: pass lm=load_model(...)")
-        if source in ("novelty", "oracle") and not goal_captions:
+        if source in ("achievement-novelty", "feasible-achievements") and not goal_captions:
             raise ValueError(f"source {source!r} needs goal_captions, one per achievement mask entry")
+        if source == "novelty" and not all_goals:
+            raise ValueError("source 'novelty' needs all_goals: every goal there is (ELLM: the action names)")
+        self.all_goals, self.valid_goals = tuple(all_goals), frozenset(valid_goals)
+        self.equivalents = dict(equivalents or {})
+        self.pay_on_attempt = source == "novelty"  # ELLM turns the success check off for this baseline
         self.source = source
         self.config = config or ExplorerConfig()
         self.n_envs = n_envs
@@ -207,17 +233,43 @@ class GoalExplorer:
             goals = [() for _ in infos]
         elif source == "llm":
             goals = self._ask_lm([info["caption"] for info in infos])
+        elif source == "novelty":
+            goals = [self.all_goals for _ in infos]
+        elif source == "oracle":
+            goals = [tuple(info["oracle_goals"]) for info in infos]
         else:
-            key = "achievements" if source == "novelty" else "feasible"
+            key = "achievements" if source == "achievement-novelty" else "feasible"
             goals = []
             for info in infos:
                 mask = np.asarray(info[key], bool)
-                chosen = ~mask if source == "novelty" else mask
+                chosen = ~mask if source == "achievement-novelty" else mask
                 goals.append(tuple(dict.fromkeys(c for c, m in zip(self.goal_captions, chosen) if m)))
+        # Goals achieved this episode are no longer suggested (ELLM's novelty filter).
+        goals = [tuple(g for g in gs if g not in self.paid[i]) for i, gs in enumerate(goals)]
+        if source == "llm":
+            self._judge(goals, infos)
         self.goals = goals
         self.stats.suggested_states += len(goals)
         self.stats.goals_suggested += sum(len(g) for g in goals)
         return goals
+
+    def _judge(self, goals: list[tuple[str, ...]], infos: Sequence[dict[str, Any]]) -> None:
+        """Count the suggestions by ``QUALITY`` against the oracle's goals for the same state."""
+        q = self.stats.quality
+        for gs, info in zip(goals, infos):
+            if "oracle_goals" not in info:
+                continue
+            oracle = set(info["oracle_goals"])
+            for g in gs:
+                if g in oracle or self.equivalents.get(g) in oracle:
+                    kind = "good"
+                elif g in self.valid_goals:
+                    kind = "poorly_timed"
+                elif g in self.all_goals:
+                    kind = "bad"
+                else:
+                    kind = "invalid"
+                q[kind] = q.get(kind, 0) + 1
 
     def _ask_lm(self, captions: list[str]) -> list[tuple[str, ...]]:
         self.stats.lm_prompts += len(captions)
@@ -288,11 +340,14 @@ class GoalExplorer:
         rewards = np.zeros(len(infos), np.float32)
         self.stats.steps += len(infos)
         for i, info in enumerate(infos):
-            caption = info.get("transition_caption", "")
-            if not caption or not info.get("action_success", True):
-                continue
+            if self.pay_on_attempt:
+                caption = info.get("action_name", "")
+            else:
+                caption = info.get("transition_caption", "")
+                if not info.get("action_success", True):
+                    caption = ""
             open_goals = [g for g in self.goals[i] if g not in self.paid[i]]
-            if not open_goals:
+            if not caption or not open_goals:
                 continue
             sims = self.embed(open_goals) @ self.embed([caption])[0]
             best = int(np.argmax(sims))
@@ -300,6 +355,8 @@ class GoalExplorer:
                 rewards[i] = float(sims[best])
                 goal = open_goals[best]
                 self.paid[i].add(goal)
+                if goal in self.equivalents:  # ELLM: the equivalent goal is achieved too
+                    self.paid[i].add(self.equivalents[goal])
                 self.stats.rewards_paid += 1
                 self.stats.paid[goal] = self.stats.paid.get(goal, 0) + 1
         return rewards
