@@ -213,6 +213,18 @@ def test_goal_conditioned_q_values_depend_on_the_goal():
         q(obs)
 
 
+def test_dueling_heads_give_q_as_value_plus_centred_advantage():
+    torch.manual_seed(0)
+    config = DQNConfig(dueling=True, head_hidden=16, head_layers=2)
+    q = QNetwork.from_config(GridEncoder((3, 3), 4, n_extra=2, hidden_sizes=(16,)), 5, config)
+    assert sum(isinstance(m, torch.nn.Linear) for m in q.value.modules()) == 3  # two hidden layers, then V
+    obs = torch.randint(0, 4, (3, 11), dtype=torch.uint8)
+    features = q.encoder(obs)
+    torch.testing.assert_close(q(obs).mean(dim=1), q.value(features).squeeze(1))  # mean A is removed
+    advantage = q.head(features)
+    torch.testing.assert_close(q(obs) - q(obs).mean(1, keepdim=True), advantage - advantage.mean(1, keepdim=True))
+
+
 def test_goal_conditioned_dqn_updates_from_goal_replay():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -76,6 +76,12 @@ class DQNConfig:
     """True: Double DQN (the online net picks a', the target net values it); False: max_a Q_target."""
     goal_hidden: int = 64
     """Width of the linear projection of the goal before it joins the observation features."""
+    head_hidden: int = 256
+    """Width of the Q head's hidden layers (ELLM: 512)."""
+    head_layers: int = 1
+    """Hidden layers of the Q head (ELLM: 2, in each of its dueling streams)."""
+    dueling: bool = False
+    """Dueling heads, Q = V + A - mean(A) (Wang et al. 2016; ELLM's agent is a dueling double DQN)."""
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -84,7 +90,7 @@ class DQNConfig:
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         for name in ("n_step", "batch_size", "buffer_size", "train_frequency", "target_update", "eps_decay",
-                     "goal_hidden"):  # fmt: skip
+                     "goal_hidden", "head_hidden", "head_layers"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.buffer_size < self.batch_size:
@@ -202,18 +208,29 @@ class ConvEncoder(nn.Module):
 
 
 class QNetwork(nn.Module):
-    """Q(s, ·) = Linear(ReLU(Linear(encoder(s) ⊕ W g))) with W g a linear goal projection (if goal_dim > 0)."""
+    """Q(s, ·) from encoder(s) ⊕ W g (W g a linear goal projection, if goal_dim > 0), through a head
+    of ``head_layers`` ReLU layers; with ``dueling``, two such heads give V(s) and A(s, ·) and
+    Q = V + A − mean(A) (Wang et al. 2016)."""
 
     def __init__(
-        self, encoder: nn.Module, n_actions: int, goal_dim: int = 0, goal_hidden: int = 64, head_hidden: int = 256
+        self, encoder: nn.Module, n_actions: int, goal_dim: int = 0, goal_hidden: int = 64, head_hidden: int = 256,
+        dueling: bool = False, head_layers: int = 1,
     ) -> None:
         super().__init__()
-        self.encoder, self.n_actions, self.goal_dim = encoder, n_actions, goal_dim
+        self.encoder, self.n_actions, self.goal_dim, self.dueling = encoder, n_actions, goal_dim, dueling
         in_dim = encoder.out_dim
         if goal_dim:
             self.goal_proj = nn.Linear(goal_dim, goal_hidden)  # ELLM: one linear layer on the embedding
             in_dim += goal_hidden
-        self.head = nn.Sequential(nn.Linear(in_dim, head_hidden), nn.ReLU(), nn.Linear(head_hidden, n_actions))
+        hidden = (head_hidden,) * head_layers
+        self.head = mlp(in_dim, hidden, n_actions)
+        if dueling:
+            self.value = mlp(in_dim, hidden, 1)
+
+    @classmethod
+    def from_config(cls, encoder: nn.Module, n_actions: int, config: DQNConfig, goal_dim: int = 0) -> QNetwork:
+        return cls(encoder, n_actions, goal_dim, config.goal_hidden, config.head_hidden, config.dueling,
+                   config.head_layers)
 
     def forward(self, obs: torch.Tensor, goals: torch.Tensor | None = None) -> torch.Tensor:
         x = self.encoder(obs)
@@ -223,7 +240,10 @@ class QNetwork(nn.Module):
                     f"this Q-network is goal-conditioned (goal_dim={self.goal_dim}): pass goals (B, {self.goal_dim})"
                 )
             x = torch.cat([x, self.goal_proj(goals.float())], dim=1)
-        return self.head(x)
+        q = self.head(x)
+        if self.dueling:
+            q = self.value(x) + q - q.mean(dim=1, keepdim=True)
+        return q
 
 
 # --------------------------------------------------------------------------- replay

@@ -84,6 +84,9 @@ class Bonus(Protocol):
     def learn(self, batch: dict[str, torch.Tensor]) -> None:
         """Train on a replay batch (RND's predictor); most bonuses do nothing."""
 
+    # A bonus may also define ``relabel(batch) -> batch``: rewards that exist only for a sampled
+    # batch (APT's particle-based entropy) replace the batch's returns before the update.
+
 
 class EpisodeTally:
     """Per-environment return, intrinsic return and length of the episodes in progress."""
@@ -205,8 +208,11 @@ class OffPolicyLoop:
                 self.on_episode(record, step.infos[i])
         n_grad, self.carry = gradient_steps(self.config, self.n_envs, self.carry)
         if self.learning and len(self.replay) >= self.config.learning_starts:
+            relabel = getattr(self.bonus, "relabel", None)
             for _ in range(n_grad):
                 batch = self.replay.sample(self.config.batch_size, self.rng)
+                if relabel is not None:
+                    batch = relabel(batch)
                 self.losses.append(self.agent.update(batch))
                 if self.bonus is not None:
                     self.bonus.learn(batch)
