@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from llmrl.cli import main
 from llmrl.envs import crafter_text as ct
@@ -13,7 +14,7 @@ from llmrl.recipes import ellm
 TINY = {"total_env_steps": 320, "n_envs": 2, "episode_length": 40, "dqn.learning_starts": 64, "dqn.batch_size": 16,
         "log_every": 80, "checkpoint_every": 160, "dqn.target_update": 100, "dqn.eps_decay": 200,
         "explorer.lm_batch": 4, "explorer.max_lag": 8, "torch_threads": 1, "lm_torch_threads": 1,
-        "model": "smollm2-135m-instruct"}
+        "model": "smollm2-135m-instruct", "eval_episodes": 2}
 
 
 def flags(**fields):
@@ -33,10 +34,10 @@ def test_crafter_score_is_the_geometric_mean_of_success_rates_in_percent():
 def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, capsys):
     out = tmp_path / "ellm"
     assert main(["train", "ellm", "--preset", "cpu", "--out", str(out), "--quiet",
-                 *flags(methods=("ellm", "none", "oracle", "rnd", "random"), seeds=(1,), lm_cache=tmp_path / "lm.sqlite",
+                 *flags(methods=("ellm", "none", "oracle", "apt", "novelty", "rnd", "random"), seeds=(1,), lm_cache=tmp_path / "lm.sqlite",
                         **TINY)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["methods"]) == ["ellm", "none", "rnd", "oracle", "random"]
+    assert list(summary["methods"]) == ["ellm", "novelty", "apt", "rnd", "oracle", "none", "random"]
     for method, entry in summary["methods"].items():
         run = out / f"{method}-s1"
         rows = (run / "progress.csv").read_text().splitlines()
@@ -45,13 +46,20 @@ def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, caps
         assert len(episodes) == 8 and all(e["length"] == 40 for e in episodes if not e["died"])
         assert 0 <= entry["crafter_score"]["mean"] <= 100
         assert set(entry["success"]) == set(ct.ACHIEVEMENTS)
+        evals = [json.loads(line) for line in (run / "eval_episodes.jsonl").read_text().splitlines()]
+        assert len(evals) == 2 and all(set(e["unlocked"]) <= set(ct.ACHIEVEMENTS) for e in evals)
+        assert 0 <= entry["eval_crafter_score"]["mean"] <= 100
     lm_report = json.loads((out / "ellm-s1" / "explorer.json").read_text())
     assert lm_report["lm_new_prompts"] > 0 and lm_report["suggestions"]
     assert 0 < lm_report["lm_share_of_wall"] < 1
-    oracle = [json.loads(line) for line in (out / "oracle-s1" / "episodes.jsonl").read_text().splitlines()]
-    none = [json.loads(line) for line in (out / "none-s1" / "episodes.jsonl").read_text().splitlines()]
-    assert all(e["intrinsic"] == 0 for e in none)
-    assert any(e["intrinsic"] > 0 for e in oracle)  # random early actions unlock feasible goals
+    assert set(lm_report["quality"]) <= {"good", "poorly_timed", "bad", "invalid"} and sum(lm_report["quality"].values())
+    assert summary["methods"]["ellm"]["quality"]["suggestions"] == sum(lm_report["quality"].values())
+    episodes = {m: [json.loads(line) for line in (out / f"{m}-s1" / "episodes.jsonl").read_text().splitlines()]
+                for m in ("none", "novelty", "apt")}
+    assert all(e["intrinsic"] == 0 for e in episodes["none"])
+    assert all(e["intrinsic"] > 0 for e in episodes["novelty"])  # ELLM's novelty pays every new action tried
+    assert all(e["intrinsic"] == 0 for e in episodes["apt"])  # APT pays sampled batches, not steps
+    assert json.loads((out / "apt-s1" / "done.json").read_text())["updates"] > 0
     assert json.loads((out / "random-s1" / "done.json").read_text())["updates"] == 0  # a reference, not a learner
     assert "| ellm | 1 |" in capsys.readouterr().out
 
@@ -91,18 +99,20 @@ class _KilledAt:
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    config = ellm.config_from("cpu", **{**TINY, "methods": ("novelty",), "seeds": (2,)})
-    run = tmp_path / "novelty-s2"
+    config = ellm.config_from("cpu", **{**TINY, "methods": ("apt",), "seeds": (2,)})
+    run = tmp_path / "apt-s2"
     monkeypatch.setattr(ct, "make_vec", _KilledAt(100))  # dies after 200 of 320 steps
     with pytest.raises(KeyboardInterrupt):
-        ellm.train_run(config, "novelty", 2, run, progress=False)
+        ellm.train_run(config, "apt", 2, run, progress=False)
     assert not (run / "done.json").exists()
     rows_at_kill = (run / "progress.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows_at_kill[1:]] == ["80", "160"]
     monkeypatch.undo()
     with pytest.raises(FileExistsError, match="resume"):
-        ellm.train_run(config, "novelty", 2, run, progress=False)
-    ellm.train_run(config, "novelty", 2, run, resume=True, progress=False)
+        ellm.train_run(config, "apt", 2, run, progress=False)
+    killed = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["bonus"]["apt"]
+    assert killed["mean_distance"] > 0  # APT's running statistics are part of the checkpoint
+    ellm.train_run(config, "apt", 2, run, resume=True, progress=False)
     rows = (run / "progress.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == [80, 160, 240, 320]
     state = json.loads((run / "done.json").read_text())

@@ -31,8 +31,11 @@ class SentenceEmbedder:
             raise LMError(f"no sentence-transformers model in {path}: pass a folder with modules.json")
         from sentence_transformers import SentenceTransformer
 
+        from llmrl.lm.loading import quiet_loading
+
         # local_files_only: never reach for a hub, the weights are on disk.
-        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        with quiet_loading():
+            self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.batch_size = batch_size
         self.dim = int(self.model.get_embedding_dimension())
 

@@ -41,6 +41,7 @@ from llmrl.lm.base import (
     pair_token_ids,
     truncate_at_stop,
 )
+from llmrl.lm.loading import quiet_loading
 
 
 def cpu_supports_bf16() -> bool:
@@ -132,8 +133,9 @@ class HFLM(LanguageModel):
         self.dtype = resolve_dtype(dtype, device)
         t0 = time.perf_counter()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device)
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+                self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device)
         except Exception as e:  # noqa: BLE001 - safetensors, JSON and OS errors all mean a damaged folder
             raise LMError(f"cannot load the model in {path} ({type(e).__name__}: {str(e)[:200]}): the folder is "
                           "damaged or incomplete; for a registered model delete it (it is converted again), "

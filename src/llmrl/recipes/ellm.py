@@ -1,16 +1,24 @@
 """ELLM (Du et al. 2023): an LM's suggested goals guide a DQN agent's exploration in Crafter.
 
-One run (:func:`train_run`) trains a Double DQN with 3-step returns on Crafter-Text for
-``total_env_steps`` environment steps (:class:`llmrl.rl.offpolicy.OffPolicyLoop`), rewarded by
-Crafter's health term plus an intrinsic term from one exploration *method*:
+One run (:func:`train_run`) trains a (dueling) Double DQN with 3-step returns on Crafter-Text for
+``total_env_steps`` environment steps (:class:`llmrl.rl.offpolicy.OffPolicyLoop`). As in ELLM's
+code, the agent acts with its 139 verb-noun actions, Crafter pays nothing during this
+pretraining (``extrinsic_reward="none"``: ELLM zeroes the health term and adds no achievement
+reward), and the reward is the intrinsic term of one exploration *method*. ELLM and the paper's
+four baselines:
 
-* ``ellm``    — the frozen LM suggests goals from each state caption; a transition whose caption
-  matches a goal (MiniLM cosine > threshold) pays the similarity, once per goal per episode;
-* ``none``    — no intrinsic reward;
-* ``novelty`` — the same rule, every achievement not yet unlocked this episode as a goal;
-* ``oracle``  — the same rule, every achievement one action away as a goal;
+* ``ellm``    — the frozen LM suggests goals from each state caption; an action whose name
+  matches a goal (MiniLM cosine > threshold) and succeeds by ELLM's loose rule pays the
+  similarity, once per goal (and its equivalent) per episode;
+* ``novelty`` — the same rule with every verb-noun goal not yet achieved this episode, paid on
+  the *attempt* (ELLM's novelty baseline);
+* ``apt``     — APT's particle-based entropy on a learned representation (Liu & Abbeel 2021);
 * ``rnd``     — Random Network Distillation's prediction error (Burda et al. 2019);
-* ``random``  — a reference, not a learner: uniform random actions, no updates.
+* ``oracle``  — the same rule as ``ellm`` with ELLM's prerequisite oracle as the goal source.
+
+Also available, reported apart: ``achievement-novelty`` (every achievement not yet unlocked,
+paid on success: Crafter's own reward signal), ``feasible-achievements`` (achievements one
+action away), ``none`` (no reward at all) and ``random`` (uniform actions, no learning).
 
 The goal methods pay through :class:`llmrl.roles.explorer.GoalBonus`, which asks the LM lazily:
 transitions wait (at most ``explorer.max_lag`` vector steps) while new captions accumulate, and
@@ -45,27 +53,42 @@ import torch
 from llmrl.config import config_from as _config_from
 from llmrl.config import require_positive, to_dict
 from llmrl.envs import crafter_text as ct
+from llmrl.envs.vector import final_transition
+from llmrl.rl.apt import APT, APTBonus, APTConfig, agent_features
 from llmrl.rl.dqn import DQN, ConvEncoder, DQNConfig, GridEncoder, NStepReplay, QNetwork
 from llmrl.rl.offpolicy import OffPolicyLoop
 from llmrl.rl.rnd import RND, RNDBonus, RNDConfig
 from llmrl.roles.explorer import ExplorerConfig, GoalBonus, GoalExplorer
-from llmrl.runs import JsonLines, RunFolder, RunResult, atomic_write_json, env_seeds, read_json_lines, rng
+from llmrl.runs import (
+    JsonLines,
+    RunFolder,
+    RunResult,
+    atomic_write_json,
+    atomic_write_text,
+    env_seeds,
+    read_json_lines,
+    rng,
+)
 from llmrl.stats import t_interval
 
 RECIPE = "ellm"
-METHODS = ("ellm", "none", "novelty", "rnd", "oracle", "random")
-COMPARED = METHODS[:5]  # "random" (uniform actions, no learning) is a reference, run on request
-GOAL_SOURCE = {"ellm": "llm", "novelty": "novelty", "oracle": "oracle"}  # the others: no goals
+METHODS = ("ellm", "novelty", "apt", "rnd", "oracle", "achievement-novelty", "feasible-achievements", "none",
+           "random")
+COMPARED = METHODS[:5]  # ELLM and the paper's four baselines
+GOAL_SOURCE = {"ellm": "llm", "novelty": "novelty", "oracle": "oracle", "achievement-novelty": "achievement-novelty",
+               "feasible-achievements": "feasible-achievements"}  # the others: no goals
+EXTRINSIC = ("none", "health", "crafter")
 SEED_STRIDE = 100_003  # env seeds a run may use; a restart moves on by RESTART_STRIDE
 RESTART_STRIDE = 7_919
 
 
 def _ellm_dqn() -> DQNConfig:
-    """ELLM's learner in Crafter: Double DQN, 3-step returns, Adam 6.25e-5, batches of 64,
-    target copy every 8k steps, ε from 1 to 0.01 over 1M steps."""
+    """ELLM's learner in Crafter: dueling Double DQN with 512-wide heads, 3-step returns, Adam
+    6.25e-5, batches of 64 every 4 steps after 5k, target copy every 8k steps, ε from 1 to 0.01
+    over 1M steps."""
     return DQNConfig(learning_rate=6.25e-5, gamma=0.99, n_step=3, batch_size=64, buffer_size=500_000,
-                     learning_starts=10_000, train_frequency=4, target_update=8_000, eps_decay=1_000_000,
-                     eps_end=0.01)
+                     learning_starts=5_000, train_frequency=4, target_update=8_000, eps_decay=1_000_000,
+                     eps_end=0.01, dueling=True, head_hidden=512, head_layers=2)
 
 
 @dataclass
@@ -83,24 +106,36 @@ class ELLMConfig:
     episode_length: int = 400
     """Steps before an episode is truncated (ELLM's Crafter config: 400)."""
     action_set: str = "verb_noun"
-    """standard (Crafter's 17 actions) or verb_noun (ELLM's 139)."""
+    """verb_noun (ELLM's 139 actions, its loose success rule) or standard (Crafter's 17)."""
     observation: str = "pixels"
-    """symbolic (local semantic map + inventory, an MLP) or pixels (64x64 RGB, a CNN)."""
+    """pixels (ELLM's: 4 stacked 84x84 grayscale frames, a CNN) or symbolic (local semantic map
+    + inventory, an MLP)."""
+    caption: str = "ellm"
+    """ellm (ELLM's state captions) or llmrl (this library's earlier ones: all needs, "table")."""
+    extrinsic_reward: str = "none"
+    """What Crafter pays besides the intrinsic term: none (ELLM's pretraining), health, or crafter
+    (health and +1 per new achievement)."""
     model: str = "gemma-3-270m"
     """The frozen LM that suggests goals (``llmrl.lm.load_model``)."""
     lm_cache: str = ""
     """The sqlite file of LM replies and embeddings ("": the per-user default, shared by all runs)."""
     intrinsic_weight: float = 1.0
     """Weight of the goal reward (ellm, novelty, oracle) next to Crafter's health reward."""
-    rnd_weight: float = 0.05
-    """Weight of RND's bonus (normalised to unit std per step, so ~400x a goal reward per episode
-    at weight 1; this value is a guess, not tuned)."""
+    rnd_weight: float = 1.0
+    """Weight of RND's bonus, normalised to unit std per step (ELLM: 1)."""
     goal_conditioned: bool = False
     """Give the Q-network the mean embedding of the current goals (ELLM-GC)."""
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
     """How goals are suggested, paid and batched (threshold: ELLM's 0.99)."""
+    apt: APTConfig = field(default_factory=APTConfig)
+    """APT's representation and particle-based reward (ELLM's settings)."""
     dqn: DQNConfig = field(default_factory=_ellm_dqn)
     """The DQN learner (defaults: ELLM's)."""
+    eval_episodes: int = 20
+    """Episodes the trained agent plays at the end with ε = 0.001, nothing learnt or paid (ELLM
+    evaluates 10 such episodes every 25k steps, on worlds of seed + 1); 0 skips it."""
+    eval_epsilon: float = 0.001
+    """ε of the final evaluation (ELLM's)."""
     log_every: int = 10_000
     """Environment steps per progress.csv row."""
     checkpoint_every: int = 100_000
@@ -123,7 +158,13 @@ class ELLMConfig:
             raise ValueError(f"action_set must be one of {sorted(ct.ACTION_SETS)}, got {self.action_set!r}")
         if self.observation not in ("symbolic", "pixels"):
             raise ValueError(f"observation must be 'symbolic' or 'pixels', got {self.observation!r}")
+        if self.caption not in ct.CAPTIONS:
+            raise ValueError(f"caption must be one of {ct.CAPTIONS}, got {self.caption!r}")
+        if self.extrinsic_reward not in EXTRINSIC:
+            raise ValueError(f"extrinsic_reward must be one of {EXTRINSIC}, got {self.extrinsic_reward!r}")
         require_positive(self, "total_env_steps", "n_envs", "episode_length", "log_every", "checkpoint_every")
+        if self.eval_episodes < 0 or not 0.0 <= self.eval_epsilon <= 1.0:
+            raise ValueError("eval_episodes must be >= 0 and eval_epsilon in [0, 1]")
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one seed, e.g. --seeds 1")
 
@@ -131,16 +172,18 @@ class ELLMConfig:
 Config = ELLMConfig
 
 PRESETS: dict[str, ELLMConfig] = {
-    # ELLM's Crafter settings (pixels, verb x noun actions, 5M steps), without its 4-frame stack.
-    # The replay keeps both ends of each transition: 100k pixel transitions take 2.5 GB.
-    "paper": ELLMConfig(dqn=DQNConfig(**{**to_dict(_ellm_dqn()), "buffer_size": 100_000, "hidden_sizes": (256, 256)})),
-    # About two hours on a 2-core CPU for 5 methods x 3 seeds: the symbolic view and Crafter's 17
-    # actions learn in far fewer steps than pixels and 139 actions; ε and the replay are scaled
-    # to the budget. Measured timings: docs/results/ellm.md.
+    # ELLM's Crafter settings: 4 stacked 84x84 grayscale frames, 139 verb-noun actions, no
+    # extrinsic reward, 5M steps, its dueling Double DQN. ELLM's replay holds 5M frames, each once;
+    # ours keeps both ends of each transition (56 KB): 1M transitions take 56 GB.
+    "paper": ELLMConfig(dqn=DQNConfig(**{**to_dict(_ellm_dqn()), "buffer_size": 1_000_000})),
+    # A 2-core CPU: ELLM's actions, captions, rewards and learner, on the symbolic view (an MLP
+    # learns from it in far fewer steps than a CNN from pixels) for 60k steps, with ε and the
+    # replay scaled to the budget. Measured timings: docs/results/ellm.md.
     "cpu": ELLMConfig(
-        total_env_steps=60_000, n_envs=8, action_set="standard", observation="symbolic",
+        total_env_steps=60_000, n_envs=8, observation="symbolic",
         dqn=DQNConfig(learning_rate=2.5e-4, gamma=0.99, n_step=3, batch_size=64, buffer_size=60_000,
-                      learning_starts=2_000, train_frequency=4, target_update=2_000, eps_decay=30_000, eps_end=0.05),
+                      learning_starts=2_000, train_frequency=4, target_update=2_000, eps_decay=30_000, eps_end=0.05,
+                      dueling=True),
         log_every=4_000, checkpoint_every=20_000, torch_threads=1, lm_torch_threads=2,
     ),  # fmt: skip
 }
@@ -165,10 +208,26 @@ PROGRESS = (
 )  # fmt: skip
 
 
+FRAME_STACK = 4  # ELLM's
+
+
 def _encoder(config: ELLMConfig) -> torch.nn.Module:
     if config.observation == "symbolic":
         return GridEncoder((ct.VIEW[1], ct.VIEW[0]), ct.N_CLASSES, ct.N_EXTRA, 9.0, config.dqn.hidden_sizes)
-    return ConvEncoder((64, 64, 3))
+    return ConvEncoder(_obs_shape(config), out_dim=config.dqn.head_hidden)
+
+
+def _obs_shape(config: ELLMConfig) -> tuple[int, ...]:
+    if config.observation == "symbolic":
+        return (ct.SYMBOLIC_SIZE,)
+    return (ct.GRAY_SIZE, ct.GRAY_SIZE, FRAME_STACK)
+
+
+def _make_envs(config: ELLMConfig) -> Any:
+    pixels = config.observation == "pixels"
+    return ct.make_vec(config.n_envs, length=config.episode_length, reward=config.extrinsic_reward,
+                       action_set=config.action_set, observation="gray84" if pixels else "symbolic",
+                       caption=config.caption, frame_stack=FRAME_STACK if pixels else 1)
 
 
 def _goal_dim(config: ELLMConfig) -> int:
@@ -189,11 +248,13 @@ class _Learner:
         self.rng = rng(seed)
         c = config.dqn
         goal_dim = _goal_dim(config)
-        n_actions = len(ct.ACTION_SETS[config.action_set])
-        self.agent = DQN(QNetwork(_encoder(config), n_actions, goal_dim, c.goal_hidden), c)
-        obs_shape = (ct.SYMBOLIC_SIZE,) if config.observation == "symbolic" else (64, 64, 3)
-        self.replay = NStepReplay(c.buffer_size, obs_shape, np.uint8, config.n_envs, c.n_step, c.gamma, goal_dim)
+        actions = ct.ACTION_SETS[config.action_set]
+        self.agent = DQN(QNetwork.from_config(_encoder(config), len(actions), c, goal_dim), c)
+        self.replay = NStepReplay(c.buffer_size, _obs_shape(config), np.uint8, config.n_envs, c.n_step, c.gamma,
+                                  goal_dim)
         self.rnd = RND(lambda: _encoder(config), RNDConfig()) if method == "rnd" else None
+        self.apt = APT(agent_features(self.agent.q), self.agent.q.encoder.out_dim, len(actions),
+                       config.apt) if method == "apt" else None
         lm = None
         if method == "ellm":
             from llmrl.lm import load_model
@@ -201,11 +262,26 @@ class _Learner:
 
             lm = CachedLM(load_model(config.model), config.lm_cache or None)
         self.explorer = GoalExplorer(GOAL_SOURCE.get(method, "none"), config.n_envs, config.explorer, lm,
-                                     goal_captions=[ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS])
+                                     goal_captions=[ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS],
+                                     all_goals=actions, valid_goals=ct.VALID_GOALS, equivalents=ct.EQUIVALENT_GOALS)
         lazy = not config.goal_conditioned
-        self.bonus = RNDBonus(self.rnd) if self.rnd is not None else GoalBonus(self.explorer, lazy,
-                                                                               config.lm_torch_threads)
+        if self.rnd is not None:
+            self.bonus: Any = RNDBonus(self.rnd)
+        elif self.apt is not None:
+            self.bonus = APTBonus(self.apt)
+        else:
+            self.bonus = GoalBonus(self.explorer, lazy, config.lm_torch_threads)
         self.weight = config.rnd_weight if method == "rnd" else config.intrinsic_weight
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rnd": self.rnd.state_dict() if self.rnd is not None else None,
+                "apt": self.apt.state_dict() if self.apt is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.rnd is not None:
+            self.rnd.load_state_dict(state["rnd"])
+        if self.apt is not None:
+            self.apt.load_state_dict(state["apt"])
 
     def goals(self, infos: list[dict[str, Any]]) -> np.ndarray:
         return self.explorer.goal_vectors(self.explorer.suggest(infos))
@@ -234,8 +310,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
     t0 = state["loop"]["t"] if state is not None else 0
     log = folder.progress(PROGRESS, resume_at=t0, digits=None)  # _row rounds each column itself
     episodes = _EpisodeLog(folder.path / "episodes.jsonl", t0, state["episodes"] if state is not None else 0)
-    envs = ct.make_vec(config.n_envs, length=config.episode_length, reward="health",
-                       action_set=config.action_set, observation=config.observation)
+    envs = _make_envs(config)
     loop = OffPolicyLoop(envs, learner.agent, learner.replay, config.dqn, learner.rng, bonus=learner.bonus,
                          intrinsic_weight=learner.weight, max_lag=config.explorer.max_lag,
                          explore=(lambda t: 1.0) if method == "random" else None, learn=method != "random",
@@ -243,8 +318,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
     restarts = 0
     if state is not None:
         loop.load_state_dict(state["loop"])
-        if learner.rnd is not None:
-            learner.rnd.load_state_dict(state["rnd"])
+        learner.load_state_dict(state["bonus"])
         for k, v in state["explorer_stats"].items():
             setattr(explorer.stats, k, v)
         restarts = state["restarts"] + 1
@@ -273,7 +347,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
                 bar.set_postfix(ach=row["achievements"], score=row["crafter_score"])
             if loop.t % config.checkpoint_every < config.log_every or loop.t >= config.total_env_steps:
                 folder.save_checkpoint({
-                    "loop": loop.state_dict(), "rnd": learner.rnd.state_dict() if learner.rnd is not None else None,
+                    "loop": loop.state_dict(), "bonus": learner.state_dict(),
                     "restarts": restarts, "episodes": episodes.total, "explorer_stats": dict(explorer.stats.__dict__),
                 })  # fmt: skip
     finally:
@@ -283,6 +357,9 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
         log.close()
         episodes.close()
     atomic_write_json(folder.path / "explorer.json", _explorer_report(explorer, time.time() - start))
+    if config.eval_episodes and not (folder.path / "eval_episodes.jsonl").exists():
+        evaluate_agent(learner.agent, config, seed, folder.path / "eval_episodes.jsonl",
+                       epsilon=1.0 if method == "random" else None)
     folder.finish({"env_steps": loop.t, "updates": loop.updates})
     return folder.path
 
@@ -311,6 +388,34 @@ class _EpisodeLog:
 
     def close(self) -> None:
         self.lines.close()
+
+
+def evaluate_agent(agent: DQN, config: ELLMConfig, seed: int, path: Path,
+                   epsilon: float | None = None) -> list[dict[str, Any]]:
+    """``eval_episodes`` episodes of the trained agent at ε = ``eval_epsilon`` (or ``epsilon``: the
+    random reference is evaluated at 1) on worlds of seed + 1 (ELLM's evaluation), each with the
+    achievements it unlocked; written to ``path`` (JSON lines)."""
+    epsilon = config.eval_epsilon if epsilon is None else epsilon
+    envs = _make_envs(config)
+    generator = rng(seed, 1)
+    obs, _ = envs.reset(seed=env_seeds(seed + 1, config.n_envs, stride=SEED_STRIDE))
+    records: list[dict[str, Any]] = []
+    lengths = np.zeros(config.n_envs, int)
+    try:
+        while len(records) < config.eval_episodes:
+            obs, _, terminated, truncated, infos = envs.step(agent.act(obs, generator, epsilon))
+            lengths += 1
+            done = terminated | truncated
+            if done.any():
+                _, finals = final_transition(obs, infos, done)
+                for i in np.flatnonzero(done)[: config.eval_episodes - len(records)]:
+                    unlocked = [a for a, u in zip(ct.ACHIEVEMENTS, finals[i]["achievements"]) if u]
+                    records.append({"length": int(lengths[i]), "died": bool(terminated[i]), "unlocked": unlocked})
+                lengths[done] = 0
+    finally:
+        envs.close()
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
 
 
 def _row(loop: OffPolicyLoop, wall: float, episodes_total: int, window: list[dict[str, Any]], dt: float,
@@ -343,6 +448,7 @@ def _explorer_report(explorer: GoalExplorer, wall_s: float) -> dict[str, Any]:
     report["wall_s"] = round(wall_s, 1)
     report["lm_share_of_wall"] = round(explorer.stats.lm_seconds / wall_s, 4) if wall_s > 0 else None
     report["paid"] = dict(sorted(explorer.stats.paid.items(), key=lambda kv: -kv[1]))
+    report["quality"] = dict(explorer.stats.quality)
     report["suggestions"] = {c: list(g) for c, g in list(explorer.suggestions.items())[:200]}
     return report
 
@@ -374,8 +480,8 @@ def read_episodes(run: Path) -> list[dict[str, Any]]:
 def summarise(out: str | os.PathLike[str], config: ELLMConfig | None = None, final_fraction: float = 0.25,
               bins: int = 10) -> dict[str, Any]:
     """Per method, over seeds: achievements per episode and Crafter score in the last
-    ``final_fraction`` of training, per-achievement success rates there, curves over ``bins``
-    equal spans of env steps, and the LM's costs."""
+    ``final_fraction`` of training and in the final evaluation (ε = 0.001), per-achievement
+    success rates, curves over ``bins`` equal spans of env steps, and the LM's costs."""
     out = Path(out)
     runs: dict[str, list[Path]] = {}
     for run in sorted(p for p in out.iterdir() if (p / "done.json").exists()):
@@ -398,7 +504,12 @@ def summarise(out: str | os.PathLike[str], config: ELLMConfig | None = None, fin
                 curve.append({"env_steps": hi, "achievements": float(span.sum(1).mean()) if len(span) else None,
                               "crafter_score": crafter_score(span.mean(0)) if len(span) else None})
             explorer = json.loads((run / "explorer.json").read_text())
+            evaluated = _unlocked_matrix(read_json_lines(run / "eval_episodes.jsonl"))
             per_seed.append({
+                "eval_episodes": len(evaluated),
+                "eval_achievements": float(evaluated.sum(1).mean()) if len(evaluated) else float("nan"),
+                "eval_crafter_score": crafter_score(evaluated.mean(0)) if len(evaluated) else float("nan"),
+                "eval_success": evaluated.mean(0).tolist() if len(evaluated) else None,
                 "run": run.name, "episodes": len(final), "achievements": float(unlocked.sum(1).mean()),
                 "crafter_score": crafter_score(unlocked.mean(0)), "success": unlocked.mean(0).tolist(),
                 "curve": curve, "wall_s": explorer["wall_s"], "lm_share_of_wall": explorer["lm_share_of_wall"],
@@ -408,9 +519,10 @@ def summarise(out: str | os.PathLike[str], config: ELLMConfig | None = None, fin
             })  # fmt: skip
         entry: dict[str, Any] = {"seeds": per_seed}
         if method == "ellm":
-            entry["suggestions"] = suggestion_stats([json.loads((r / "explorer.json").read_text())["suggestions"]
-                                                     for r in runs[method]])
-        for key in ("achievements", "crafter_score"):
+            reports = [json.loads((r / "explorer.json").read_text()) for r in runs[method]]
+            entry["suggestions"] = suggestion_stats([rep["suggestions"] for rep in reports])
+            entry["quality"] = suggestion_quality([rep.get("quality", {}) for rep in reports])
+        for key in ("achievements", "crafter_score", "eval_achievements", "eval_crafter_score"):
             mean, lo, hi = t_interval([s[key] for s in per_seed])
             entry[key] = {"mean": mean, "lo": lo, "hi": hi}
         entry["success"] = dict(zip(ct.ACHIEVEMENTS, np.mean([s["success"] for s in per_seed], axis=0).tolist()))
@@ -443,6 +555,21 @@ def suggestion_stats(samples: list[dict[str, list[str]]]) -> dict[str, Any]:
     }
 
 
+def suggestion_quality(per_seed: list[dict[str, int]]) -> dict[str, Any]:
+    """ELLM's judgement of the LM's suggestions over every state it suggested for: the share that
+    were correct under the oracle (good), valid but not feasible now (poorly timed), an action that
+    can do nothing (bad), or not an action at all (invalid); per seed and pooled."""
+    from llmrl.roles.explorer import QUALITY
+
+    def shares(counts: dict[str, int]) -> dict[str, float]:
+        total = sum(counts.get(q, 0) for q in QUALITY)
+        return {q: counts.get(q, 0) / total if total else float("nan") for q in QUALITY}
+
+    pooled = {q: sum(c.get(q, 0) for c in per_seed) for q in QUALITY}
+    return {"suggestions": sum(pooled.values()), "pooled": shares(pooled), "per_seed": [shares(c) for c in per_seed],
+            "valid": (pooled["good"] + pooled["poorly_timed"]) / max(sum(pooled.values()), 1)}
+
+
 def _unlocked_matrix(episodes: list[dict[str, Any]]) -> np.ndarray:
     return np.array([[a in e["unlocked"] for a in ct.ACHIEVEMENTS] for e in episodes], bool).reshape(-1, len(ct.ACHIEVEMENTS))
 
@@ -455,27 +582,39 @@ def _fmt(entry: dict[str, float], n_seeds: int, digits: int = 2) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The comparison table and per-achievement success rates, as Markdown."""
+    """The paper's comparison, the other variants, suggestion quality and per-achievement success rates."""
     methods = summary["methods"]
     pct = int(100 * summary["final_fraction"])
-    lines = [
-        f"Last {pct}% of training episodes; mean over seeds with a 95% Student-t interval.\n",
-        "| method | seeds | achievements / episode | Crafter score (%) | LM share of wall time | LM cache hit rate |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m, e in methods.items():
-        share = [s["lm_share_of_wall"] for s in e["seeds"] if s["lm_share_of_wall"]]
-        hits = [s["lm_cache_hit_rate"] for s in e["seeds"] if s["lm_prompts"]]
-        lines.append(
-            f"| {m} | {len(e['seeds'])} | {_fmt(e['achievements'], len(e['seeds']))} | "
-            f"{_fmt(e['crafter_score'], len(e['seeds']))} | "
-            f"{f'{np.mean(share):.0%}' if share else '—'} | {f'{np.mean(hits):.1%}' if hits else '—'} |"
-        )
+    lines = [f"Last {pct}% of training episodes; mean over seeds with a 95% Student-t interval.\n"]
+    for title, names in (("ELLM and the paper's baselines", COMPARED),
+                         ("Other variants (not in the paper's comparison)", METHODS[len(COMPARED):])):
+        present = [m for m in names if m in methods]
+        if not present:
+            continue
+        lines += [f"**{title}**", "",
+                  "| method | seeds | achievements / episode (training) | Crafter score (%, training) | "
+                  "achievements / episode (eval, ε 0.001) | Crafter score (%, eval) | LM share of wall time | "
+                  "LM cache hit rate |", "|---|---|---|---|---|---|---|---|"]
+        for m in present:
+            e, n = methods[m], len(methods[m]["seeds"])
+            share = [s["lm_share_of_wall"] for s in e["seeds"] if s["lm_share_of_wall"]]
+            hits = [s["lm_cache_hit_rate"] for s in e["seeds"] if s["lm_prompts"]]
+            lines.append(
+                f"| {m} | {n} | {_fmt(e['achievements'], n)} | {_fmt(e['crafter_score'], n)} | "
+                f"{_fmt(e['eval_achievements'], n)} | {_fmt(e['eval_crafter_score'], n)} | "
+                f"{f'{np.mean(share):.0%}' if share else '—'} | {f'{np.mean(hits):.1%}' if hits else '—'} |"
+            )
+        lines.append("")
     if "ellm" in methods and "suggestions" in methods["ellm"]:
         sg = methods["ellm"]["suggestions"]
         top = ", ".join(f"{g} ({n})" for g, n in sg["top"][:6])
-        lines += ["", f"LM suggestions over {sg['states']} sampled captions: {sg['goals_per_state']:.1f} goals per "
-                      f"state, {sg['achievement_caption_share']:.0%} of them an achievement's caption; most frequent: {top}."]
+        lines += [f"LM suggestions over {sg['states']} sampled captions: {sg['goals_per_state']:.1f} goals per "
+                  f"state, {sg['achievement_caption_share']:.0%} of them an achievement's caption; most frequent: {top}."]
+        q = methods["ellm"].get("quality", {})
+        if q.get("suggestions"):
+            shares = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in q["pooled"].items())
+            lines += ["", f"Suggestion quality over {q['suggestions']} suggestions (every state suggested for): "
+                          f"{shares}."]
     lines += ["", "Success rate per achievement (%, mean over seeds):", "",
               "| achievement | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for a in ct.ACHIEVEMENTS:
