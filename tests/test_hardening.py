@@ -69,11 +69,11 @@ def test_a_planted_pickle_in_a_shared_run_folder_runs_nothing(tmp_path):
     (run / "policy").mkdir()
     with open(run / "policy" / "weights.pt", "wb") as f:  # the old file name: never read
         pickle.dump(Planted(marker), f)
-    message = one_line_error(["eval", "--policy", str(run), "--agents", "llm", "--episodes", "1",
+    message = one_line_error(["eval", "--policy", str(run), "--agents", "glam", "--episodes", "1",
                               "--out", str(tmp_path / "ev"), "--quiet"])
     assert "cannot be read as plain tensors" in message and not marker.exists()
     (run / "policy" / "weights.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
-    message = one_line_error(["eval", "--policy", str(run), "--agents", "llm", "--episodes", "1",
+    message = one_line_error(["eval", "--policy", str(run), "--agents", "glam", "--episodes", "1",
                               "--out", str(tmp_path / "ev"), "--quiet"])
     assert "weights.safetensors cannot be read" in message and not marker.exists()
 
@@ -144,12 +144,12 @@ def test_an_unusable_out_folder_is_named_before_any_work(tmp_path, where):
 
 def test_bad_policy_folders_and_results_files_are_named(tmp_path):
     empty = glam_run_folder(tmp_path / "empty")
-    assert "has neither" in one_line_error(["eval", "--policy", str(empty), "--agents", "llm", "--out",
+    assert "has neither" in one_line_error(["eval", "--policy", str(empty), "--agents", "glam", "--out",
                                             str(tmp_path / "e1"), "--quiet"])
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")
     assert "not a `llmrl train glam` config" in one_line_error(
-        ["eval", "--policy", str(tmp_path / "bad"), "--agents", "llm", "--out", str(tmp_path / "e2"), "--quiet"])
+        ["eval", "--policy", str(tmp_path / "bad"), "--agents", "glam", "--out", str(tmp_path / "e2"), "--quiet"])
     out = tmp_path / "e3"
     out.mkdir()
     (out / "results.json").write_text('{"meta": {}, "results": [{"summary": 3}]}')

@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-AGENTS = ("random", "llm", "llm-sampled", "bot")
+AGENTS = ("random", "llm", "llm-sampled", "bot", "glam", "glam-greedy", "glam-greedy-lb")
+# glam agents run a trained GLAM policy (--policy) in one of its evaluation modes.
+GLAM_MODES = {"glam": "sampled", "glam-greedy": "greedy", "glam-greedy-lb": "greedy-lb"}
 SUITES = ("glam-generalisation",)
 
 
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="run agents for N episodes and write a JSON + Markdown table")
     ev.add_argument("--agents", type=_csv, default=["random", "llm", "bot"],
-                    help=f"comma-separated, from {', '.join(AGENTS)} (llm = greedy zero-shot LM policy)")
+                    help=f"comma-separated, from {', '.join(AGENTS)} (llm = the greedy zero-shot LM; glam = a "
+                         "trained GLAM policy, sampled as GLAM evaluates; glam-greedy-lb = greedy, sampling "
+                         "when a prompt comes back a third time)")
     ev.add_argument("--envs", type=_csv, default=["BabyAI-Text-GoToLocal-v0"],
                     help="comma-separated environment ids (see llmrl.envs.TEXT_ENV_IDS)")
     ev.add_argument("--episodes", type=int, default=100, help="episodes per (agent, environment)")
@@ -58,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-file", default=None, help="sqlite file for the LM result cache (default: $LLMRL_CACHE_DIR/lm-cache.sqlite)")
     ev.add_argument("--normalise-length", action="store_true", help="score actions by mean token log-prob")
     ev.add_argument("--n-observations", type=int, default=3,
-                    help="observations kept in the LM prompt (GLAM: 3; the cpu GLAM preset trains with 1)")
+                    help="observations kept in the zero-shot LM's prompt (GLAM: 3; the cpu GLAM preset trains with 1)")
+    ev.add_argument("--prompt-style", choices=("training", "joined"), default="training",
+                    help="the zero-shot LM's prompt: GLAM's training prompt (each description followed by ', ') "
+                         "or its hand-written test prompts (descriptions joined)")
     ev.add_argument("--out", default="runs/eval", help="folder for results.json and results.md")
     ev.add_argument("--resume", action="store_true",
                     help="keep the (agent, environment) results already in --out (same settings required), run the rest")
@@ -70,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tests", type=_csv, default=None,
                     help="with --suite: run only these of its tests (e.g. original,renamed-objects,french)")
     ev.add_argument("--policy", default=None,
-                    help="a `llmrl train glam` run folder: the llm agents use its trained policy "
-                         "(its model, prompt length and scoring; the suite is built on its level)")
+                    help="the trained policy the glam agents run: a `llmrl train glam` run folder or a policy "
+                         "shipped with llmrl (default: glam-cpu; see llmrl.policies); it brings its own "
+                         "model, prompt and scoring, and a --suite is built on its level")
 
     # `llmrl train ...` is parsed by train_parser(), once the recipe is known; this entry is for --help.
     sub.add_parser("train", add_help=False,
@@ -183,18 +191,24 @@ def cmd_train(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------- eval
-def _make_agent(kind: str, lm_factory, seed: int, normalise_length: bool, n_observations: int,
-                actions: Sequence[str], name: str | None = None):
+def _make_agent(kind: str, args: argparse.Namespace, lm_factory, policy_factory, actions: Sequence[str],
+                name: str | None = None):
     from llmrl.agents import BotAgent, RandomAgent
 
     if kind == "random":
-        return RandomAgent(seed=seed)
+        return RandomAgent(seed=args.seed)
     if kind == "bot":
         return BotAgent()
+    if kind in GLAM_MODES:
+        from llmrl.recipes.glam import policy_agent
+
+        lm, config = policy_factory()
+        return policy_agent(lm, config, GLAM_MODES[kind], tuple(actions), seed=args.seed)
     from llmrl.roles import LLMPolicyAgent
 
-    return LLMPolicyAgent(lm_factory(), actions, greedy=kind == "llm", normalise_length=normalise_length,
-                          n_observations=n_observations, seed=seed, name=name or kind)
+    return LLMPolicyAgent(lm_factory(), actions, greedy=kind == "llm", normalise_length=args.normalise_length,
+                          n_observations=args.n_observations, seed=args.seed, name=name or kind,
+                          prompt_style=args.prompt_style)
 
 
 def _eval_cases(args: argparse.Namespace, base_env_id: str | None):
@@ -221,17 +235,12 @@ def _eval_cases(args: argparse.Namespace, base_env_id: str | None):
 
 
 def _lm_factory(args: argparse.Namespace, model_name: str):
-    """A function that loads the LM on first use (no LM loads when only random and bot run)."""
+    """A function that loads the zero-shot LM on first use (no LM loads when only random and bot run)."""
     lm = None
 
     def get():
         nonlocal lm
-        if lm is None and args.policy:
-            from llmrl.recipes.glam import cached_policy_lm, load_trained_policy
-
-            policy, config = load_trained_policy(args.policy)
-            lm = policy.lm if args.no_cache else cached_policy_lm(policy, config, args.cache_file)
-        elif lm is None:
+        if lm is None:
             # dtype is the hf backend's option; servers and llama.cpp fix their own precision.
             from llmrl.lm import load_model
 
@@ -245,6 +254,22 @@ def _lm_factory(args: argparse.Namespace, model_name: str):
 
                 lm = CachedLM(lm, args.cache_file)
         return lm
+
+    return get
+
+
+def _policy_factory(args: argparse.Namespace):
+    """A function that loads the trained GLAM policy (``--policy``) on first use: (its LM, its config)."""
+    loaded = None
+
+    def get():
+        nonlocal loaded
+        if loaded is None:
+            from llmrl.recipes.glam import cached_policy_lm, load_trained_policy
+
+            policy, config = load_trained_policy(args.policy)
+            loaded = (policy.lm if args.no_cache else cached_policy_lm(policy, config, args.cache_file), config)
+        return loaded
 
     return get
 
@@ -266,45 +291,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if (args.lm_timeout is not None and args.lm_timeout <= 0) or (args.lm_retries is not None and args.lm_retries < 0):
         raise UsageError("--lm-timeout must be positive and --lm-retries at least 0")
     model_name, policy_config = args.model or DEFAULT_MODEL, None
-    if args.policy:  # a trained policy brings its own model, prompt length and scoring
+    zero_shot, trained = {"llm", "llm-sampled"} & set(args.agents), set(GLAM_MODES) & set(args.agents)
+    if trained or args.policy:  # a trained policy brings its own model, prompt and scoring
+        from llmrl.policies import resolve_policy
         from llmrl.recipes.glam import read_config
 
+        args.policy = str(resolve_policy(args.policy))
         policy_config = read_config(Path(args.policy))
-        model_name = f"{policy_config.model} + {args.policy}"
-        args.n_observations, args.normalise_length = policy_config.n_observations, policy_config.normalise_length
     cases = _eval_cases(args, policy_config.env_id if policy_config else None)
     out = check_output_folder(args.out)
-    label = policy_config.label if policy_config else None
     meta = {
-        "command": "llmrl " + " ".join(args.argv), "model": model_name if {"llm", "llm-sampled"} & set(args.agents) else None,
-        "policy": args.policy, "suite": args.suite, "tests": args.tests, "dtype": args.dtype,
-        "normalise_length": args.normalise_length, "n_observations": args.n_observations, "episodes": args.episodes,
-        "n_envs": args.n_envs, "seed": args.seed, "python": platform.python_version(), "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "llmrl " + " ".join(args.argv), "model": model_name if zero_shot else None,
+        "policy": args.policy if trained else None, "suite": args.suite, "tests": args.tests, "dtype": args.dtype,
+        "normalise_length": args.normalise_length, "n_observations": args.n_observations,
+        "prompt_style": args.prompt_style, "episodes": args.episodes, "n_envs": args.n_envs, "seed": args.seed,
+        "python": platform.python_version(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }  # fmt: skip
+    label = policy_config.label if policy_config else "glam"
+
+    def agent_name(kind: str) -> str:
+        return f"{label}-{GLAM_MODES[kind]}" if kind in GLAM_MODES else kind
     if (out / "results.json").exists() and not (args.resume or args.overwrite):
         raise UsageError(f"{out} already holds results: pass --resume to keep them and run the rest, --overwrite "
                          "to replace them, or choose another --out")
-    lm_agents = bool({"llm", "llm-sampled"} & set(args.agents))
-    done, meta = (previous_results(out, meta, lm_agents, lm_prefixes=("llm", label or "llm")) if args.resume
+    lm_agents = bool(zero_shot or trained)
+    done, meta = (previous_results(out, meta, lm_agents, lm_prefixes=("llm", label)) if args.resume
                   else ({}, meta))
-    pairs = {(kind.replace("llm", label, 1) if label and kind.startswith("llm") else kind, env_name)
-             for env_name, _, _ in cases for kind in args.agents}
+    pairs = {(agent_name(kind), env_name) for env_name, _, _ in cases for kind in args.agents}
     kept = [r for key, r in done.items() if key not in pairs]  # earlier pairs this command does not run
     if kept:
         print(f"keeping {len(kept)} earlier result(s) this command does not run: "
               + ", ".join(f"{r.agent} on {r.env_id}" for r in kept))
-    lm_factory = _lm_factory(args, model_name)
+    lm_factory, policy_factory = _lm_factory(args, model_name), _policy_factory(args)
     results = []
     bar = tqdm(total=args.episodes * len(args.agents) * len(cases), disable=args.quiet, unit="ep", dynamic_ncols=True)
     for env_name, make_env, actions in cases:
         for kind in args.agents:
-            name = kind.replace("llm", label, 1) if label and kind.startswith("llm") else kind
+            name = agent_name(kind)
             if (name, env_name) in done:
                 results.append(done[(name, env_name)])
                 bar.update(args.episodes)
                 continue
-            agent = _make_agent(kind, lm_factory, args.seed, args.normalise_length, args.n_observations, actions, name)
+            agent = _make_agent(kind, args, lm_factory, policy_factory, actions, name)
             bar.set_description(f"{name} on {env_name}")
             before = bar.n
             res = evaluate(agent, make_env, args.episodes, args.n_envs, args.seed, env_name,

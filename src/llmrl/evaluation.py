@@ -194,7 +194,8 @@ def load_results(path: str | Path) -> list[EvalResult]:
 # defaults, for results written before a setting existed); random and bot agents depend only on
 # the former.
 RUN_SETTINGS = {"episodes": None, "seed": 0, "suite": None}
-LM_SETTINGS = {"model": None, "policy": None, "dtype": "auto", "normalise_length": False, "n_observations": 3}
+LM_SETTINGS = {"model": None, "policy": None, "dtype": "auto", "normalise_length": False, "n_observations": 3,
+               "prompt_style": "joined"}
 
 
 def previous_results(out_dir: str | Path, meta: dict[str, Any], lm_agents: bool,

@@ -21,14 +21,19 @@ GOTO = "BabyAI-Text-GoToLocal-v0"
 
 
 def test_glam_prompt_layout():
-    p = glam_prompt(
-        BABYAI_ACTIONS,
-        "go to the red ball",
-        [["You see a wall 2 steps forward"], ["You see a red ball 1 step left", "You carry a key"]],
-        ["turn left"],
-    )
-    # GLAM's layout (its test prompts in experiments/train_language_agent.py): " \n " separators.
+    observations = [["You see a wall 2 steps forward"], ["You see a red ball 1 step left", "You carry a key"]]
+    p = glam_prompt(BABYAI_ACTIONS, "go to the red ball", observations, ["turn left"])
+    # GLAM's training prompt: " \n " separators, every description followed by ", ".
     assert p == (
+        "Possible action of the agent: turn left, turn right, go forward, pick up, drop, toggle \n "
+        "Goal of the agent: go to the red ball \n "
+        "Observation 0: You see a wall 2 steps forward, \n "
+        "Action 0: turn left \n "
+        "Observation 1: You see a red ball 1 step left, You carry a key, \n "
+        "Action 1: "
+    )
+    # Its hand-written test prompts join the descriptions instead.
+    assert glam_prompt(BABYAI_ACTIONS, "go to the red ball", observations, ["turn left"], style="joined") == (
         "Possible action of the agent: turn left, turn right, go forward, pick up, drop, toggle \n "
         "Goal of the agent: go to the red ball \n "
         "Observation 0: You see a wall 2 steps forward \n "
@@ -36,8 +41,11 @@ def test_glam_prompt_layout():
         "Observation 1: You see a red ball 1 step left, You carry a key \n "
         "Action 1: "
     )
+    assert glam_prompt(BABYAI_ACTIONS, "m", [[]], []).endswith("Observation 0: \n Action 0: ")
     with pytest.raises(ValueError, match="one past action"):
         glam_prompt(BABYAI_ACTIONS, "m", [["a"], ["b"]], [])
+    with pytest.raises(ValueError, match="style"):
+        glam_prompt(BABYAI_ACTIONS, "m", [["a"]], [], style="test")
 
 
 def test_bot_solves_goto_and_results_do_not_depend_on_n_envs():
@@ -83,6 +91,28 @@ def test_sampled_llm_agent_follows_the_softmax():
         picks.append(int(agent.act([obs], [info], [i])[0]))
     # p(pick up) = 1 / (1 + 5 e^-5) ~ 0.967
     assert 0.9 < np.mean(np.array(picks) == BABYAI_ACTIONS.index("pick up")) < 1.0
+
+
+def test_loop_breaking_samples_when_a_prompt_comes_back_a_third_time():
+    env = gym.make(GOTO)
+    turns = []
+    for break_loops in (False, True):
+        # Always "turn left", with a 1-observation prompt: the four views repeat forever.
+        agent = LLMPolicyAgent(FixedLM("turn left"), BABYAI_ACTIONS, greedy=True, n_observations=1,  # type: ignore[arg-type]
+                               break_loops=break_loops, seed=0)
+        obs, info = env.reset(seed=0)
+        agent.begin_episode(0, env, obs, info, seed=0)
+        acts = []
+        for _ in range(60):
+            a = int(agent.act([obs], [info], [0])[0])
+            acts.append(a)
+            obs, _, term, trunc, info = env.step(a)
+            if term or trunc:
+                break
+        turns.append(acts)
+    assert set(turns[0]) == {BABYAI_ACTIONS.index("turn left")}  # greedy loops
+    assert turns[1][:8] == turns[0][:8]  # each of the four views twice, greedily
+    assert set(turns[1]) != {BABYAI_ACTIONS.index("turn left")}  # then π is sampled on repeats
 
 
 def test_results_are_written_as_json_and_markdown(tmp_path):

@@ -38,6 +38,7 @@ def see(
     heading: int = UP,
     size: tuple[int, int] = (7, 7),
     carrying: WorldObj | None = None,
+    articles: str = "english",
 ) -> list[str]:
     """Sentences for a walled room of ``size`` with ``objects`` at world (x, y); up is -y."""
     env = _Scene(*size)
@@ -45,7 +46,7 @@ def see(
     for (x, y), obj in objects.items():
         env.grid.set(x, y, obj)
     env.agent_pos, env.agent_dir, env.carrying = agent, heading, carrying
-    return describe_env(env)
+    return describe_env(env, articles)
 
 
 # -- description sentences -------------------------------------------------------------------
@@ -97,6 +98,15 @@ def test_doors_say_their_state_with_the_right_article(door: Door, sentence: str)
     text = see({(3, 0): door}, agent=(3, 5))
     assert sentence in text
     assert not any("forward" in s and "wall" in s for s in text)  # the door, not a wall, is ahead
+
+
+def test_glam_articles_write_a_open_door_as_glams_code_did() -> None:
+    assert "You see a open red door 5 steps forward" in see({(3, 0): Door("red", is_open=True)}, agent=(3, 5),
+                                                            articles="glam")
+    with pytest.raises(ValueError, match="articles"):
+        see({}, agent=(3, 5), articles="french")
+    env = BabyAITextEnv("BabyAI-GoToLocal-v0", articles="glam")
+    assert env.articles == "glam"
 
 
 def test_carried_object_comes_first_and_its_cell_is_not_described_again() -> None:

@@ -145,6 +145,24 @@ def test_smollm2_loads_from_its_wheel_and_scores():
     np.testing.assert_allclose(fast.logprob, naive.logprob, atol=1e-3)
 
 
+def test_reinitialise_keeps_the_architecture_and_embeddings_but_not_the_knowledge(smollm2_fp32):
+    import copy
+
+    import torch
+
+    pretrained = smollm2_fp32
+    a, b = copy.deepcopy(pretrained), copy.deepcopy(pretrained)
+    a.reinitialise(seed=1)
+    b.reinitialise(seed=1)
+    layer = lambda lm: lm.model.model.layers[3].mlp.up_proj.weight  # noqa: E731
+    assert not torch.equal(layer(a), layer(pretrained)) and torch.equal(layer(a), layer(b))  # seeded
+    assert torch.equal(a.model.get_input_embeddings().weight, pretrained.model.get_input_embeddings().weight)
+    assert a.cache_identity != pretrained.cache_identity and a.cache_identity.endswith("random:1:pretrained-embeddings")
+    knows = pretrained.score(["The capital of France is"], [" Paris", " banana"])[0].logprob
+    forgot = a.score(["The capital of France is"], [" Paris", " banana"])[0].logprob
+    assert knows[0] - knows[1] > 5 and abs(forgot[0] - forgot[1]) < 2
+
+
 def test_embeddings_are_normalised_and_semantic():
     from llmrl.lm.embed import default_embedder
 

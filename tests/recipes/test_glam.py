@@ -38,6 +38,19 @@ def test_presets_are_configs_and_bad_overrides_are_named():
         GLAMConfig(ppo=PPOConfig(minibatch_size=10), micro_batch_size=4)
     with pytest.raises(ValueError, match="less than one update"):
         GLAMConfig(total_env_steps=10)
+    for field, value in (("prompt_style", "test"), ("articles", "french"), ("init", "scratch")):
+        with pytest.raises(ValueError, match=field):
+            GLAMConfig(**{field: value})
+
+
+def test_runs_from_before_the_prompt_style_read_as_joined(tmp_path):
+    from llmrl.config import to_dict
+    from llmrl.recipes.glam import read_config
+
+    old = {k: v for k, v in to_dict(config_from("cpu")).items() if k not in ("prompt_style", "articles", "init")}
+    (tmp_path / "config.json").write_text(json.dumps({"recipe": "glam", "config": old}))
+    assert read_config(tmp_path).prompt_style == "joined"
+    assert config_from("cpu").prompt_style == "training"
 
 
 def _train(out: Path, *extra: str) -> subprocess.Popen:
@@ -99,7 +112,7 @@ def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp
     ev = tmp_path / "gen"
     r = subprocess.run(
         [sys.executable, "-m", "llmrl.cli", "eval", "--suite", "glam-generalisation", "--policy", str(killed),
-         "--agents", "llm", "--episodes", "2", "--n-envs", "2", "--out", str(ev), "--quiet"],
+         "--agents", "glam", "--episodes", "2", "--n-envs", "2", "--out", str(ev), "--quiet"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -107,4 +120,4 @@ def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp
     names = [x["summary"]["env_id"].split(":")[1] for x in results["results"]]
     assert names == ["original", "mixed-test-local", "renamed-objects", "invented-words",
                      "rephrased-goals", "new-actions", "french"]
-    assert {x["summary"]["agent"] for x in results["results"]} == {"glam-cpu"}
+    assert {x["summary"]["agent"] for x in results["results"]} == {"glam-cpu-sampled"}

@@ -129,3 +129,24 @@ def test_the_agent_acts_on_raw_observations_and_its_episodes_do_not_depend_on_ba
     assert [(e.seed, e.length, e.action_counts) for e in one.episodes] == [
         (e.seed, e.length, e.action_counts) for e in four.episodes
     ]
+
+
+def test_a_recurrent_run_trains_resumes_and_its_agent_carries_memory_per_episode(tmp_path):
+    from sb3_contrib import RecurrentPPO
+
+    from llmrl.evaluation import evaluate
+
+    run = tmp_path / "lstm"
+    train_symbolic_ppo(tiny(memory=True, total_env_steps=512, eval_episodes=0), run, progress=False)
+    train_symbolic_ppo(tiny(memory=True, total_env_steps=1024, eval_episodes=4), run, resume=True, progress=False)
+    assert [int(x["env_steps"]) for x in rows(run)] == [256, 512, 768, 1024]
+    model = RecurrentPPO.load(run / "checkpoints" / "step_000001024.zip")
+    assert model.policy.lstm_actor.hidden_size == 128
+    agent = SB3PolicyAgent(model, seed=3)
+    assert agent.recurrent
+    one = evaluate(agent, lambda: gym.make(ENV), n_episodes=4, n_envs=1, seed=100)
+    four = evaluate(agent, lambda: gym.make(ENV), n_episodes=4, n_envs=4, seed=100)
+    assert [(e.seed, e.length, e.action_counts) for e in one.episodes] == [
+        (e.seed, e.length, e.action_counts) for e in four.episodes
+    ]  # each environment's LSTM state is its own
+    assert json.loads((run / "eval" / "results.json").read_text())["results"][0]["summary"]["episodes"] == 4

@@ -85,6 +85,7 @@ class BabyAITextEnv(gym.Env[dict[str, Any], int]):
             used when building the level from an id (a ready level keeps its own).
         quiet: silence the "Sampling rejected" lines MiniGrid prints while generating levels
             (``redirect_stdout`` during ``reset``, so other threads' prints then are lost too).
+        articles: "english" ("You see an open red door") or "glam" (GLAM's "a open red door").
         **level_kwargs: passed to the level's constructor (e.g. ``split="test"``).
     """
 
@@ -95,8 +96,14 @@ class BabyAITextEnv(gym.Env[dict[str, Any], int]):
         level: str | MiniGridEnv = "BabyAI-GoToLocal-v0",
         render_mode: str | None = None,
         quiet: bool = True,
+        articles: str = "english",
         **level_kwargs: Any,
     ) -> None:
+        from llmrl.envs.describe import ARTICLES
+
+        if articles not in ARTICLES:
+            raise ValueError(f"articles must be one of {ARTICLES}, got {articles!r}")
+        self.articles = articles
         if isinstance(level, str):
             level = _make_level(level, render_mode=render_mode, **level_kwargs)
         elif level_kwargs:
@@ -132,7 +139,7 @@ class BabyAITextEnv(gym.Env[dict[str, Any], int]):
         return obs, reward, terminated, truncated, info
 
     def _observe(self, raw: dict[str, Any], success: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-        sentences = describe(raw["image"])
+        sentences = describe(raw["image"], self.articles)
         mission = raw["mission"]
         obs = {
             "image": raw["image"],

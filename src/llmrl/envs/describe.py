@@ -19,7 +19,8 @@ Sentences follow GLAM (Carta et al. 2023, babyai-text), in this order:
 Doors carry their state: ``You see a locked purple door 2 steps right and 3 steps forward``.
 The article is "an" before a word starting with a vowel, else "a"; in BabyAI's vocabulary only
 the door state "open" triggers it, so open doors read ``You see an open red door ...`` where
-GLAM's code printed "a open" (its open-state test compared a string with 0 and never matched).
+GLAM's code printed "a open" (its open-state test compared a string with 0 and never matched):
+``describe(image, articles="glam")`` writes GLAM's "a" everywhere, as its checkpoints saw it.
 
 Empty cells, floor and unseen cells are not described and do not block the view of a wall.
 """
@@ -51,18 +52,22 @@ def _steps(n: int) -> str:
     return f"{n} step{'s' if n > 1 else ''}"
 
 
-def _noun_table() -> dict[tuple[int, int, int], str]:
-    """Noun phrase with article for every (object, colour, state) code, e.g. ``an open red door``."""
+ARTICLES = ("english", "glam")
+
+
+def _noun_table(articles: str) -> dict[tuple[int, int, int], str]:
+    """Noun phrase with article for every (object, colour, state) code, e.g. ``an open red door``
+    (``articles="glam"``: ``a open red door``)."""
     table = {}
     for obj, t in OBJECT_TO_IDX.items():
         for color, c in COLOR_TO_IDX.items():
             for state, s in STATE_TO_IDX.items():
                 words = f"{state} {color} {obj}" if t == _DOOR else f"{color} {obj}"
-                table[t, c, s] = f"{_article(words)} {words}"
+                table[t, c, s] = f"{_article(words) if articles == 'english' else 'a'} {words}"
     return table
 
 
-_NOUN = _noun_table()
+_NOUNS = {articles: _noun_table(articles) for articles in ARTICLES}
 
 
 def _where(view_size: int, x: int, y: int) -> str:
@@ -77,7 +82,7 @@ def _where(view_size: int, x: int, y: int) -> str:
 
 
 @lru_cache(maxsize=8)
-def _sentence_cache(view_size: int) -> dict[tuple[int, bytes], str]:
+def _sentence_cache(view_size: int, articles: str) -> dict[tuple[int, bytes], str]:
     # (cell index, 3-byte cell code) -> sentence; at most V*V x (object codes) entries, and it
     # turns the per-object work of a step into one dict lookup.
     return {}
@@ -91,13 +96,17 @@ def _wall_distance(line: bytes) -> int:
     return 0
 
 
-def describe(image: np.ndarray) -> list[str]:
+def describe(image: np.ndarray, articles: str = "english") -> list[str]:
     """GLAM's sentences for one egocentric MiniGrid observation (see the module docstring).
 
     Args:
         image: ``obs["image"]``, shape ``(V, V, 3)``, MiniGrid's ``(object, colour, state)``
             encoding indexed ``[x, y]``, agent at ``(V // 2, V - 1)`` facing up.
+        articles: "english" ("an open door") or "glam" (GLAM's "a open door").
     """
+    if articles not in _NOUNS:
+        raise ValueError(f"articles must be one of {ARTICLES}, got {articles!r}")
+    nouns = _NOUNS[articles]
     # A 7x7 view is too small for numpy calls (~1 us each) to pay off: one copy to bytes,
     # then byte slices and cached sentences keep a step at a few microseconds.
     view = image.shape[0]
@@ -109,7 +118,7 @@ def describe(image: np.ndarray) -> list[str]:
 
     if _IS_OBJECT[kinds[me]]:  # MiniGrid draws the carried object on the agent's cell
         t, c, s = cells[3 * me : 3 * me + 3]
-        sentences.append(f"You carry {_NOUN[t, c, s]}")
+        sentences.append(f"You carry {nouns[t, c, s]}")
 
     column = kinds[ax * view : (ax + 1) * view]  # cells (ax, y), y = 0 (far) .. ay
     row = kinds[ay::view]  # cells (x, ay), x = 0 (left) .. V - 1
@@ -121,18 +130,18 @@ def describe(image: np.ndarray) -> list[str]:
         if steps:
             sentences.append(f"You see a wall {_steps(steps)} {direction}")
 
-    cache = _sentence_cache(view)
+    cache = _sentence_cache(view, articles)
     for i, kind in enumerate(kinds):  # i = x * view + y: left to right, then far to near
         if _IS_OBJECT[kind] and i != me:
             code = cells[3 * i : 3 * i + 3]
             sentence = cache.get((i, code))
             if sentence is None:
                 x, y = divmod(i, view)
-                sentence = cache[i, code] = f"You see {_NOUN[tuple(code)]} {_where(view, x, y)}"
+                sentence = cache[i, code] = f"You see {nouns[tuple(code)]} {_where(view, x, y)}"
             sentences.append(sentence)
     return sentences
 
 
-def describe_env(env: MiniGridEnv) -> list[str]:
+def describe_env(env: MiniGridEnv, articles: str = "english") -> list[str]:
     """Sentences for the current state of a MiniGrid env, from its own ``gen_obs()``."""
-    return describe(env.unwrapped.gen_obs()["image"])
+    return describe(env.unwrapped.gen_obs()["image"], articles)

@@ -142,6 +142,7 @@ class HFLM(LanguageModel):
                           "otherwise re-save it") from None
         self._check_weights()
         self.model.eval()
+        self.init = "pretrained"  # or "random:<seed>:..." after reinitialise()
         self.load_seconds = time.perf_counter() - t0
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -150,6 +151,24 @@ class HFLM(LanguageModel):
         self.pair_batch_size = pair_batch_size or 8 * self.context_batch_size
         # Prepend BOS ourselves: some tokenizers add it, some do not, and scores depend on it.
         self._bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+
+    def reinitialise(self, seed: int, keep_embeddings: bool = True) -> None:
+        """Replace the weights with the architecture's own random initialisation (seeded): the same
+        network without what pretraining put in it. ``keep_embeddings`` keeps the pretrained token
+        embeddings (and the output layer tied to them), as GLAM's non-pretrained baseline (NPAE)
+        does, so words stay distinguishable and only the transformer's knowledge is gone."""
+        from transformers import AutoModelForCausalLM
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = AutoModelForCausalLM.from_config(self.model.config, dtype=self.dtype)
+        if keep_embeddings:
+            with torch.no_grad():
+                fresh.get_input_embeddings().weight.copy_(self.model.get_input_embeddings().weight)
+                if not self.model.config.get_text_config().tie_word_embeddings:
+                    fresh.get_output_embeddings().weight.copy_(self.model.get_output_embeddings().weight)
+        self.model = fresh.to(self.device).eval()
+        self.init = f"random:{seed}:{'pretrained-embeddings' if keep_embeddings else 'all'}"
 
     def _check_weights(self) -> None:
         """A weight file of NaNs or infinities loads without complaint and scores NaN later."""
@@ -173,7 +192,8 @@ class HFLM(LanguageModel):
         # The folder, when its weights were last written, and the dtype all change the scores.
         weights = sorted(self.path.glob("*.safetensors")) + sorted(self.path.glob("*.bin"))
         stamp = ",".join(f"{w.name}:{w.stat().st_size}:{int(w.stat().st_mtime)}" for w in weights)
-        return f"hf:{self.path.resolve()}:{stamp}:{str(self.dtype).removeprefix('torch.')}"
+        init = "" if self.init == "pretrained" else f":{self.init}"
+        return f"hf:{self.path.resolve()}:{stamp}:{str(self.dtype).removeprefix('torch.')}{init}"
 
     @property
     def hidden_size(self) -> int:

@@ -527,9 +527,31 @@ def summarise(out: str | os.PathLike[str], config: ELLMConfig | None = None, fin
             entry[key] = {"mean": mean, "lo": lo, "hi": hi}
         entry["success"] = dict(zip(ct.ACHIEVEMENTS, np.mean([s["success"] for s in per_seed], axis=0).tolist()))
         summary["methods"][method] = entry
+    summary["versus"] = paired_differences(summary["methods"])
     if config is not None:
         summary["config"] = to_dict(config)
     return summary
+
+
+def paired_differences(methods: dict[str, Any], reference: str = "ellm") -> dict[str, Any]:
+    """``reference`` minus each other method, seed by seed (a seed's runs share their worlds), for
+    every headline metric: mean difference with a 95% t-interval over the seeds both have."""
+    if reference not in methods:
+        return {}
+    ref = {s["run"].rsplit("-s", 1)[1]: s for s in methods[reference]["seeds"]}
+    out: dict[str, Any] = {}
+    for method, entry in methods.items():
+        if method == reference:
+            continue
+        pairs = [(ref[s["run"].rsplit("-s", 1)[1]], s) for s in entry["seeds"] if s["run"].rsplit("-s", 1)[1] in ref]
+        if not pairs:
+            continue
+        out[method] = {"seeds": len(pairs)}
+        for key in ("achievements", "crafter_score", "eval_achievements", "eval_crafter_score"):
+            diffs = [a[key] - b[key] for a, b in pairs]
+            mean, lo, hi = t_interval(diffs)
+            out[method][key] = {"mean": mean, "lo": lo, "hi": hi, "per_seed": diffs}
+    return out
 
 
 def suggestion_stats(samples: list[dict[str, list[str]]]) -> dict[str, Any]:
@@ -605,6 +627,16 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{f'{np.mean(share):.0%}' if share else '—'} | {f'{np.mean(hits):.1%}' if hits else '—'} |"
             )
         lines.append("")
+    versus = summary.get("versus", {})
+    if versus:
+        lines += ["**ELLM minus each method, seed by seed** (a seed's runs share their worlds; 95% t-interval "
+                  "over seeds)", "", "| versus | seeds | achievements (training) | Crafter score (training) | "
+                  "achievements (eval) | Crafter score (eval) |", "|---|---|---|---|---|---|"]
+        for m, d in versus.items():
+            n = d["seeds"]
+            lines.append(f"| {m} | {n} | {_fmt(d['achievements'], n)} | {_fmt(d['crafter_score'], n)} | "
+                         f"{_fmt(d['eval_achievements'], n)} | {_fmt(d['eval_crafter_score'], n)} |")
+        lines.append("")
     if "ellm" in methods and "suggestions" in methods["ellm"]:
         sg = methods["ellm"]["suggestions"]
         top = ", ".join(f"{g} ({n})" for g, n in sg["top"][:6])
@@ -614,7 +646,8 @@ def markdown(summary: dict[str, Any]) -> str:
         if q.get("suggestions"):
             shares = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in q["pooled"].items())
             lines += ["", f"Suggestion quality over {q['suggestions']} suggestions (every state suggested for): "
-                          f"{shares}."]
+                          f"{shares}; valid actions {q['valid']:.0%}, correct under the oracle "
+                          f"{q['pooled']['good']:.0%}."]
     lines += ["", "Success rate per achievement (%, mean over seeds):", "",
               "| achievement | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for a in ct.ACHIEVEMENTS:

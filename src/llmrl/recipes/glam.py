@@ -45,6 +45,7 @@ RECIPE = "glam"
 # The shared run-folder columns, plus where each update's time went.
 PROGRESS_COLUMNS = (*RUN_COLUMNS, "rollout_s", "update_s")
 SEED_STRIDE = 10_000  # training levels a run may use: seeds s and s + 1 never share one
+INITS = ("pretrained", "random")
 
 
 def _glam_ppo() -> PPOConfig:
@@ -88,6 +89,13 @@ class GLAMConfig:
     """The action strings the LM scores, in the environment's action order."""
     normalise_length: bool = False
     """Score actions by mean instead of summed token log-probability."""
+    prompt_style: str = "training"
+    """training (GLAM's training prompt: every description followed by ", ") or joined (its test prompts)."""
+    articles: str = "english"
+    """english ("an open door") or glam (GLAM's descriptions wrote "a open door")."""
+    init: str = "pretrained"
+    """pretrained, or random: the same architecture re-initialised (seeded), pretrained token
+    embeddings kept as GLAM's NPAE baseline does — the LM's knowledge removed, nothing else."""
     checkpoint_every: int = 1
     """Environment steps between checkpoints, rounded up to whole updates (1: every update)."""
     eval_episodes: int = 100
@@ -110,6 +118,13 @@ class GLAMConfig:
             raise ValueError(f"actions must be at least two distinct, non-empty strings, got {self.actions}")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be 'lora' or 'full', got {self.finetune!r}")
+        from llmrl.envs.describe import ARTICLES
+        from llmrl.roles.policy import PROMPT_STYLES
+
+        for name, value, choices in (("prompt_style", self.prompt_style, PROMPT_STYLES),
+                                     ("articles", self.articles, ARTICLES), ("init", self.init, INITS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         require_positive(self, "n_envs", "micro_batch_size", "total_env_steps", "checkpoint_every", "lora_r")
         if self.eval_episodes < 0 or self.n_observations < 1:
             raise ValueError("eval_episodes must be >= 0 and n_observations >= 1")
@@ -176,6 +191,8 @@ def build_policy(config: GLAMConfig) -> Any:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = load_model(config.model, dtype=config.dtype, device=device)
+    if config.init == "random":
+        lm.reinitialise(seed=config.seed)
     lora = default_lora(config.lora_r, config.lora_alpha) if config.finetune == "lora" else None
     policy = LMActorCritic(lm, config.actions, lora=lora, normalise_length=config.normalise_length)
     if config.finetune == "full":
@@ -289,7 +306,8 @@ def read_config(run: Path) -> GLAMConfig:
         data = json.loads(path.read_text())
         if data.get("recipe") != RECIPE:
             raise ValueError(f"it holds a {data.get('recipe')!r} run")
-        return from_dict(GLAMConfig, data["config"])
+        # Runs from before the prompt style existed were trained with the joined descriptions.
+        return from_dict(GLAMConfig, {"prompt_style": "joined", **data["config"]})
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ValueError(f"{path} is not a `llmrl train glam` config ({e}): pass a GLAM run folder") from None
 
@@ -308,6 +326,13 @@ class Rollouts:
     finished: list[tuple[bool, float, int]] = field(default_factory=list)  # (success, return, length)
 
 
+def make_level(config: GLAMConfig, env_id: str | None = None) -> gym.Env:
+    """One BabyAI-Text environment of the run's level (or ``env_id``), with its description settings."""
+    import llmrl.envs  # noqa: F401  (registers the BabyAI-Text ids)
+
+    return gym.make(env_id or config.env_id, articles=config.articles)
+
+
 def start_rollouts(config: GLAMConfig, make_env: Callable[[], gym.Env] | None = None) -> Rollouts:
     """``n_envs`` environments, each reset once with its seed (later resets continue its own
     generator). ``make_env`` builds a wrapped environment, e.g. with an explorer's bonus on it
@@ -315,9 +340,9 @@ def start_rollouts(config: GLAMConfig, make_env: Callable[[], gym.Env] | None = 
     import llmrl.envs  # noqa: F401  (registers the BabyAI-Text ids)
     from llmrl.roles.policy import PromptHistory
 
-    envs = [make_env() if make_env is not None else gym.make(config.env_id) for _ in range(config.n_envs)]
+    envs = [make_env() if make_env is not None else make_level(config) for _ in range(config.n_envs)]
     infos = [env.reset(seed=s)[1] for env, s in zip(envs, env_seeds(config.seed, len(envs), stride=SEED_STRIDE))]
-    histories = [PromptHistory(config.actions, config.n_observations) for _ in envs]
+    histories = [PromptHistory(config.actions, config.n_observations, config.prompt_style) for _ in envs]
     return Rollouts(envs, infos, histories, [0.0] * len(envs), [0] * len(envs), rng(config.seed, 1))
 
 
@@ -515,26 +540,44 @@ def _bar(config: GLAMConfig, initial: int, progress: bool) -> Any:
                 desc=f"glam {config.env_id}")
 
 
+EVAL_MODES = (("sampled", False, False), ("greedy", True, False), ("greedy-lb", True, True))
+"""(suffix, greedy, break_loops): GLAM evaluates by sampling from π; greedy takes the most likely
+action; greedy-lb is greedy with the loop-breaking rule of :class:`llmrl.roles.policy.LLMPolicyAgent`
+(a prompt met for the third time in an episode gets a sampled action)."""
+
+
 def evaluate_policy(policy: Any, config: GLAMConfig, out_dir: Path, progress: bool = True,
                     env_ids: tuple[str, ...] | None = None) -> list[Any]:
-    """Greedy and sampled evaluation of the trained policy on held-out levels (``eval_seed``)."""
+    """Sampled, greedy and loop-breaking greedy evaluation of the trained policy on held-out
+    levels (``eval_seed``); agents are named ``{label}-{mode}``."""
     from tqdm import tqdm
 
     from llmrl.evaluation import evaluate, write_results
-    from llmrl.roles.policy import LLMPolicyAgent
 
     out_dir.mkdir(parents=True, exist_ok=True)
     lm = cached_policy_lm(policy, config, out_dir / "scores.sqlite")
     results = []
     for env_id in env_ids or (config.env_id,):
-        for name, greedy in ((f"{config.label}", True), (f"{config.label}-sampled", False)):
-            agent = LLMPolicyAgent(lm, config.actions, greedy=greedy,
-                                   normalise_length=config.normalise_length,
-                                   n_observations=config.n_observations, seed=config.seed, name=name)
-            with tqdm(total=config.eval_episodes, disable=not progress, desc=f"eval {name}", unit="ep") as bar:
-                res = evaluate(agent, lambda env_id=env_id: gym.make(env_id), config.eval_episodes,
+        for mode, _, _ in EVAL_MODES:
+            agent = policy_agent(lm, config, mode)
+            with tqdm(total=config.eval_episodes, disable=not progress, desc=f"eval {agent.name}", unit="ep") as bar:
+                res = evaluate(agent, lambda env_id=env_id: make_level(config, env_id), config.eval_episodes,
                                n_envs=config.n_envs, seed=config.eval_seed, env_id=env_id,
                                progress=lambda k: bar.update(k - bar.n))
             results.append(res)
             write_results(results, out_dir, {"recipe": RECIPE, "config": to_dict(config)})
     return results
+
+
+def policy_agent(lm: Any, config: GLAMConfig, mode: str = "sampled", actions: tuple[str, ...] | None = None,
+                 seed: int | None = None) -> Any:
+    """The trained policy's LM as an llmrl agent in one of ``EVAL_MODES``, with the run's prompt."""
+    from llmrl.roles.policy import LLMPolicyAgent
+
+    modes = {m: (greedy, lb) for m, greedy, lb in EVAL_MODES}
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {list(modes)}, got {mode!r}")
+    greedy, break_loops = modes[mode]
+    return LLMPolicyAgent(lm, actions or config.actions, greedy=greedy, normalise_length=config.normalise_length,
+                          n_observations=config.n_observations, seed=config.seed if seed is None else seed,
+                          name=f"{config.label}-{mode}", prompt_style=config.prompt_style, break_loops=break_loops)

@@ -123,6 +123,12 @@ class SymbolicPPOConfig:
     """instruction word ids kept (BabyAI's longest Local missions have 12 words)"""
     features_dim: int = 128
     """size of BabyAIFeatures' output, shared by the policy and value heads"""
+    memory: bool = False
+    """an LSTM after the encoder (sb3-contrib's RecurrentPPO), one state shared by actor and
+    critic, as in BabyAI's agent and GLAM's Symbolic-PPO (memory dim 128); without it the policy
+    sees only the current view"""
+    lstm_hidden: int = 128
+    """the LSTM's state size (BabyAI: 128)"""
     eval_episodes: int = 100
     """final evaluation episodes with llmrl's harness (episode k: eval_seed + k); 0 skips it"""
     eval_seed: int = 100_000
@@ -139,7 +145,8 @@ class SymbolicPPOConfig:
     def __post_init__(self) -> None:
         if self.env_id not in llmrl.envs.TEXT_ENV_IDS:
             raise ValueError(f"Unknown env_id {self.env_id!r}; BabyAI-Text ids: {', '.join(llmrl.envs.TEXT_ENV_IDS)}")
-        require_positive(self, "total_env_steps", "n_envs", "mission_len", "features_dim", "checkpoint_every")
+        require_positive(self, "total_env_steps", "n_envs", "mission_len", "features_dim", "checkpoint_every",
+                         "lstm_hidden")
         if self.eval_episodes < 0:
             raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
         if (self.n_envs * self.ppo.n_steps) % self.ppo.minibatch_size:
@@ -273,21 +280,28 @@ class _RunLog(BaseCallback):
         self.last_ckpt = steps
 
 
-def _model(config: SymbolicPPOConfig, env: Any, seed: int, ckpts: list[tuple[int, Path]]) -> PPO:
-    """A new SB3 PPO with BabyAIFeatures, or the latest checkpoint's."""
+def _model(config: SymbolicPPOConfig, env: Any, seed: int, ckpts: list[tuple[int, Path]]) -> Any:
+    """A new SB3 PPO (RecurrentPPO with ``memory``) with BabyAIFeatures, or the latest checkpoint's."""
+    algo: Any = PPO
+    policy, extra = "MultiInputPolicy", {}
+    if config.memory:
+        from sb3_contrib import RecurrentPPO
+
+        algo, policy = RecurrentPPO, "MultiInputLstmPolicy"
+        extra = {"lstm_hidden_size": config.lstm_hidden, "shared_lstm": True, "enable_critic_lstm": False}
     if ckpts:
-        model = PPO.load(ckpts[-1][1], env=env, device=config.device)
+        model = algo.load(ckpts[-1][1], env=env, device=config.device)
         model.set_random_seed(seed)
         return model
     p = config.ppo
-    return PPO(
-        "MultiInputPolicy", env,
+    return algo(
+        policy, env,
         n_steps=p.n_steps, batch_size=p.minibatch_size, n_epochs=p.n_epochs, learning_rate=p.learning_rate,
         gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef, vf_coef=p.vf_coef,
         max_grad_norm=p.max_grad_norm, seed=seed, device=config.device, verbose=0,
         policy_kwargs={"features_extractor_class": BabyAIFeatures,
                        "features_extractor_kwargs": {"features_dim": config.features_dim},
-                       "optimizer_kwargs": {"eps": p.adam_eps}},
+                       "optimizer_kwargs": {"eps": p.adam_eps}, **extra},
     )  # fmt: skip
 
 

@@ -19,26 +19,40 @@ from llmrl.agents.base import Agent
 from llmrl.lm.base import LanguageModel, TrainableLM
 
 
+PROMPT_STYLES = ("training", "joined")
+
+
 def glam_prompt(
     actions: Sequence[str],
     mission: str,
     observations: Sequence[Sequence[str]],
     past_actions: Sequence[str],
+    style: str = "training",
 ) -> str:
     """GLAM's prompt: the possible actions, the goal, then the last observations interleaved with the
     actions taken after them, ending on ``Action k: `` for the model to complete.
 
     ``observations`` holds up to 3 observations (oldest first, each a list of description
     sentences) and ``past_actions`` the actions taken after all but the last of them.
+
+    ``style="training"`` is the prompt GLAM trains with: every description is followed by ", "
+    (the last one too), so an observation reads ``Observation 0: d1, d2, \n Action 0: ``.
+    ``style="joined"`` joins the descriptions with ", " and nothing after the last, as GLAM's
+    hand-written test prompts do (this library's prompt before 2026-11).
     """
     if len(past_actions) != len(observations) - 1:
         raise ValueError("need one past action between consecutive observations")
-    lines = [f"Possible action of the agent: {', '.join(actions)}", f"Goal of the agent: {mission}"]
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+    # GLAM separates the parts with " \n " (space, newline, space).
+    parts = [f"Possible action of the agent: {', '.join(actions)}", f" \n Goal of the agent: {mission}"]
     for k, descriptions in enumerate(observations):
-        lines.append(f"Observation {k}: {', '.join(descriptions)}")
-        lines.append(f"Action {k}: {past_actions[k]}" if k < len(past_actions) else f"Action {k}: ")
-    # GLAM separates the parts with " \n " (space, newline, space), as in its test prompts.
-    return " \n ".join(lines)
+        action = past_actions[k] if k < len(past_actions) else ""
+        if style == "training":
+            parts.append(f" \n Observation {k}: " + "".join(f"{d}, " for d in descriptions) + f"\n Action {k}: {action}")
+        else:
+            parts.append(f" \n Observation {k}: {', '.join(descriptions)} \n Action {k}: {action}")
+    return "".join(parts)
 
 
 class PromptHistory:
@@ -48,10 +62,12 @@ class PromptHistory:
     taken after it. ``reset`` at every episode start (GLAM clears the history between episodes).
     """
 
-    def __init__(self, actions: Sequence[str], n_observations: int = 3) -> None:
+    def __init__(self, actions: Sequence[str], n_observations: int = 3, style: str = "training") -> None:
         if n_observations < 1:
             raise ValueError(f"n_observations must be >= 1, got {n_observations}")
-        self.actions = tuple(actions)
+        if style not in PROMPT_STYLES:
+            raise ValueError(f"style must be one of {PROMPT_STYLES}, got {style!r}")
+        self.actions, self.style = tuple(actions), style
         self.observations: deque[list[str]] = deque(maxlen=n_observations)
         self.past_actions: deque[str] = deque(maxlen=n_observations - 1)
 
@@ -62,23 +78,29 @@ class PromptHistory:
     def prompt(self, mission: str, descriptions: Sequence[str]) -> str:
         self.observations.append(list(descriptions))
         # Both deques are bounded, so the oldest action falls out with the observation it followed.
-        return glam_prompt(self.actions, mission, list(self.observations), list(self.past_actions))
+        return glam_prompt(self.actions, mission, list(self.observations), list(self.past_actions), self.style)
 
     def preview(self, mission: str, descriptions: Sequence[str]) -> str:
         """The prompt ``prompt`` would give, without adding the observation to the history."""
         observations = [*list(self.observations)[1 if len(self.observations) == self.observations.maxlen else 0:],
                         list(descriptions)]
-        return glam_prompt(self.actions, mission, observations, list(self.past_actions))
+        return glam_prompt(self.actions, mission, observations, list(self.past_actions), self.style)
 
     def record(self, action: str) -> None:
         self.past_actions.append(action)
 
 
 class LLMPolicyAgent(Agent):
-    """A zero-shot LM policy over action strings (GLAM's agent before any fine-tuning).
+    """An LM policy over action strings: GLAM's agent, zero-shot or with a trained policy's LM.
 
     Each step it scores every action string after each environment's prompt in one batched
-    ``score`` call and acts greedily (``greedy=True``) or by sampling from the softmax.
+    ``score`` call and acts greedily (``greedy=True``) or by sampling from the softmax (GLAM
+    evaluates by sampling).
+
+    A greedy policy that reads one observation repeats itself wherever the view repeats (turning
+    on the spot sees the same four views forever). ``break_loops=True`` states one rule against
+    it: when a prompt comes back for the third time in an episode, the action is sampled from π
+    instead of taken greedily (the first two visits stay greedy).
     """
 
     def __init__(
@@ -90,7 +112,11 @@ class LLMPolicyAgent(Agent):
         n_observations: int = 3,
         seed: int = 0,
         name: str = "llm",
+        prompt_style: str = "training",
+        break_loops: bool = False,
     ) -> None:
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
         self.lm = lm
         self.actions = tuple(actions)
         self.greedy = greedy
@@ -99,11 +125,15 @@ class LLMPolicyAgent(Agent):
         self.seed = seed
         self.rngs: dict[int, np.random.Generator] = {}
         self.name = name
+        self.prompt_style = prompt_style
+        self.break_loops = break_loops
         self.history: dict[int, PromptHistory] = {}
+        self.visits: dict[int, dict[str, int]] = {}
 
     def begin_episode(self, i: int, env: gym.Env, obs: Any, info: dict[str, Any], seed: int) -> None:
-        self.history[i] = PromptHistory(self.actions, self.n_observations)
+        self.history[i] = PromptHistory(self.actions, self.n_observations, self.prompt_style)
         self.rngs[i] = self.episode_rng(self.seed, seed)
+        self.visits[i] = {}
 
     def prompt(self, i: int, info: dict[str, Any]) -> str:
         return self.history[i].prompt(info["mission"], info["descriptions"])
@@ -116,10 +146,13 @@ class LLMPolicyAgent(Agent):
     def act(self, obs: Sequence[Any], infos: Sequence[dict[str, Any]], active: Sequence[int]) -> np.ndarray:
         prompts = [self.prompt(i, info) for i, info in zip(active, infos)]
         probs = self.action_probs(prompts)
-        if self.greedy:
-            actions = probs.argmax(axis=1)
-        else:
-            actions = np.array([self.rngs[i].choice(len(self.actions), p=p) for i, p in zip(active, probs)])
+        actions = np.empty(len(prompts), dtype=np.int64)
+        for k, (i, prompt, p) in enumerate(zip(active, prompts, probs)):
+            seen = self.visits[i][prompt] = self.visits[i].get(prompt, 0) + 1
+            if self.greedy and not (self.break_loops and seen > 2):
+                actions[k] = p.argmax()
+            else:
+                actions[k] = self.rngs[i].choice(len(self.actions), p=p)
         for i, a in zip(active, actions):
             self.history[i].record(self.actions[a])
         return actions
