@@ -163,6 +163,17 @@ def test_reinitialise_keeps_the_architecture_and_embeddings_but_not_the_knowledg
     assert knows[0] - knows[1] > 5 and abs(forgot[0] - forgot[1]) < 2
 
 
+def test_mean_hidden_is_a_batch_independent_unit_sentence_vector(smollm2_fp32):
+    texts = ["Push the red ball behind the blue ball.", "Move the red ball behind the blue ball.",
+             "The cyan ball is left of the green ball, and that is how it should stay."]
+    together = smollm2_fp32.mean_hidden(texts)
+    alone = np.concatenate([smollm2_fp32.mean_hidden([t]) for t in texts])
+    assert together.shape == (3, smollm2_fp32.hidden_size)
+    np.testing.assert_allclose(together, alone, atol=1e-4)  # padding does not leak into the mean
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert together[0] @ together[1] > together[0] @ together[2]
+
+
 def test_embeddings_are_normalised_and_semantic():
     from llmrl.lm.embed import default_embedder
 

@@ -11,8 +11,8 @@ from llmrl.recipes import kalm
 
 TINY = {"n_real_episodes": 12, "grounding.episodes": 8, "grounding.batch_size": 4,
         "grounding.model": "smollm2-135m-instruct", "imagination.rephrase": 3, "imagination.easy": 3,
-        "imagination.hard": 2, "imagination.batch_size": 4, "algos": ("bc",), "offline_seeds": (0,),
-        "gradient_steps": 100, "eval_episodes": 4}
+        "imagination.hard": 2, "imagination.batch_size": 4, "imagination.drop_beyond": 10.0, "algos": ("bc",), "offline_seeds": (0,),
+        "goal_encoders": ("bow", "lm-mean"), "gradient_steps": 100, "snapshots": 2, "eval_episodes": 4}
 
 
 def tiny_flags(**changes):
@@ -50,6 +50,30 @@ def test_bad_settings_name_the_problem():
         kalm.config_from("cpu", n_episodes=3)
 
 
+def test_projection_keeps_balls_on_the_table_and_within_a_push():
+    from llmrl.envs.clevr_goals import sample_goal
+    from llmrl.envs.clevr_robot import X_BOUNDS, Y_BOUNDS
+
+    prev = np.array([0.0, 0.0, 0.3, 0.3, -0.3, 0.3, 0.2, -0.1, -0.2, 0.5], np.float32)
+    wild = prev.copy()
+    wild[0:2] = [2.0, 0.0]  # ball 0 leaps 2 to the right, off the table
+    wild[2:4] = [0.35, 0.32]  # ball 1 moves a little
+    out = kalm.project_state(prev, wild, reach=0.3)
+    np.testing.assert_allclose(out[0:2], [0.3, 0.0], atol=1e-6)  # a push's reach, along its way
+    np.testing.assert_allclose(out[2:4], wild[2:4], atol=1e-6)  # a possible move is kept
+    edge = kalm.project_state(np.array([0.46, 0.56] * 5, np.float32), np.array([0.6, 0.7] * 5, np.float32), 0.3)
+    assert edge[0] == pytest.approx(X_BOUNDS[1]) and edge[1] == pytest.approx(Y_BOUNDS[1])
+
+    goal = sample_goal("rephrase", np.random.default_rng(0))
+    raw = np.stack([prev, wild])
+    episode = kalm.imaginary_episode(goal, {"observations": np.stack([prev, out]), "actions": np.array([3]),
+                                            "raw_observations": raw}, reach=0.3)
+    assert episode.infos["raw_off_table"] == 1 and episode.infos["raw_beyond_dynamics"] == 1  # KALM's counts
+    assert episode.infos["raw_excess"] == pytest.approx(1.7, abs=1e-5)  # 2.0 wanted, 0.3 allowed
+    assert kalm.plausibility([episode], raw=True)["off_table"] == 1.0
+    assert kalm.plausibility([episode])["off_table"] == 0.0
+
+
 def test_a_stage_without_its_inputs_says_which_to_run(tmp_path):
     with pytest.raises(SystemExit, match="kalm --stage collect"):
         main(["train", "kalm", "--stage", "ground", "--out", str(tmp_path), "--quiet", *tiny_flags()])
@@ -69,15 +93,26 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
     np.testing.assert_array_equal(exported[3].actions, real[3].actions)
 
     imagined = EpisodeDataset.load(dirs["imagine"] / "imaginary.npz")
-    levels = [e.infos["level"] for e in imagined]
-    assert levels.count("rephrase") == 3 and levels.count("easy") == 3 and levels.count("hard") == 2
-    assert all(len(e.actions) == 1 for e in imagined if e.infos["level"] == "easy")  # judged after one step
     quality = json.loads((dirs["imagine"] / "quality.json").read_text())
-    assert set(quality) == {"rephrase", "easy", "hard"}
+    assert {"rephrase", "easy", "hard", "length_cap", "push_reach"} <= set(quality)
+    assert [quality[lv]["rollouts"] for lv in ("rephrase", "easy", "hard")] == [3, 3, 2]
+    levels = [e.infos["level"] for e in imagined]
+    assert [levels.count(lv) for lv in ("rephrase", "easy", "hard")] == [quality[lv]["kept"] for lv in
+                                                                       ("rephrase", "easy", "hard")]
+    assert all(len(e.actions) == 1 for e in imagined if e.infos["level"] == "easy")  # judged after one step
+    cap = quality["length_cap"]
+    assert cap == int(np.ceil(2 * np.mean([len(e.actions) for e in real]))) and all(
+        len(e.actions) <= cap for e in imagined)
+    assert all(e.infos["raw_excess"] <= 10.0 for e in imagined)  # the rest were dropped
+    assert all(kalm.plausibility([e])["off_table"] == 0 for e in imagined)  # projected onto the table
 
     results = json.loads((dirs["evaluate"] / "results.json").read_text())
-    assert set(results) == {"random", "expert", "grounded-lm", "bc-s0", "bc+kalm-s0"}
-    assert all(len(results[a][lv]) == 4 for a in results for lv in ("seen", "rephrase", "easy", "hard"))
+    runs = {f"{enc}-bc{data}-s0@{step}" for enc in ("bow", "lm-mean") for step in (98, 100)
+            for data in ("", "+kalm-rephrase", "+kalm-easy", "+kalm-hard")}
+    assert set(results) == {"random", "expert", "grounded-lm"} | runs
+    assert set(results["bow-bc-s0@100"]) == {"seen", "rephrase", "easy", "hard"}
+    assert set(results["bow-bc+kalm-easy-s0@98"]) == {"seen", "easy"}
+    assert all(len(v) == 4 for a in results for v in results[a].values())
     assert np.mean(results["expert"]["seen"]) > np.mean(results["random"]["seen"]) or np.mean(
         results["expert"]["seen"]) == 1.0
     capsys.readouterr()
@@ -86,7 +121,7 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
     mtimes = {s: (d / "done.json").stat().st_mtime for s, d in dirs.items()}
     assert main(["train", "kalm", "--out", str(out), *tiny_flags()]) == 0
     assert {s: (d / "done.json").stat().st_mtime for s, d in dirs.items()} == mtimes
-    assert "| bc+kalm |" in capsys.readouterr().out
+    assert "| bow bc+KALM |" in capsys.readouterr().out
 
     # A changed offline setting redoes training and evaluation only.
     assert main(["train", "kalm", "--stage", "train", "--out", str(out), "--quiet", *tiny_flags(gradient_steps=50)]) == 0

@@ -170,6 +170,23 @@ def test_saved_agent_loads_and_acts_identically(tmp_path):
     assert sampled[0].min() >= 0 and sampled[0].max() < 8
 
 
+def test_the_last_snapshots_are_kept_and_the_final_one_is_the_agent(tmp_path):
+    from llmrl.rl.offline import snapshot_paths
+
+    t, emb = goal_bandit(200)
+    config = replace(PRESETS["bc"], gradient_steps=100, snapshots=3, snapshot_every=10, **SMALL)
+    assert config.snapshot_steps == [80, 90, 100]
+    assert replace(config, snapshot_every=0, gradient_steps=500).snapshot_steps == [480, 490, 500]  # 1/50 of training
+    final = train_offline(config, t, emb, out_dir=tmp_path / "run")
+    paths = snapshot_paths(tmp_path / "run")
+    assert [p.name for p in paths] == ["step_00000080.pt", "step_00000090.pt", "step_00000100.pt"]
+    x, g = t.observations[:20], emb[t.goal_ids[:20]]
+    assert np.array_equal(OfflineAgent.load(paths[-1]).scores(x, g), final.scores(x, g))
+    assert not np.array_equal(OfflineAgent.load(paths[0]).scores(x, g), final.scores(x, g))
+    with pytest.raises(ValueError, match="do not fit"):
+        replace(config, snapshots=20)
+
+
 def test_a_finished_run_folder_is_not_overwritten_without_resume(tmp_path):
     t, emb = goal_bandit(100)
     config = replace(PRESETS["bc"], gradient_steps=5, **SMALL)

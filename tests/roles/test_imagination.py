@@ -167,6 +167,28 @@ def test_acting_in_a_world_feeds_its_states_back_and_stops_when_it_says_done(tra
     assert [r["actions"][0] for r in rollouts] == [r["actions"][0] for r in imagined]
 
 
+def test_projected_states_are_judged_recorded_and_fed_back_while_raw_ones_are_kept(trained):
+    g, eps, _ = trained
+    s0 = np.stack([ep["observations"][0] for ep in eps[:2]])
+    goals = [ep["goal"] for ep in eps[:2]]
+    judged = []
+
+    def stop(i, start, s):
+        judged.append(s.copy())
+        return False
+
+    zero = imagine(g, goals, s0, stop=stop, max_steps=3, project=lambda prev, s: np.zeros_like(s))
+    plain = imagine(g, goals, s0, max_steps=3)
+    for z, p in zip(zero, plain):
+        assert not z["observations"][1:].any()  # what is recorded is the projection
+        np.testing.assert_array_equal(z["raw_observations"][0], z["observations"][0])
+        np.testing.assert_allclose(z["raw_observations"][1], p["observations"][1], atol=1e-5)  # the LM's own first step
+        assert z["raw_observations"][1:].any()
+    assert not np.any(judged)
+    # The projection is fed back: the second prediction comes from the zero state, not the raw one.
+    assert not np.allclose(zero[0]["raw_observations"][2], plain[0]["observations"][2], atol=1e-4)
+
+
 def test_imagination_respects_max_steps(trained):
     g, eps, _ = trained
     rollouts = imagine(g, [eps[0]["goal"]] * 2, np.stack([eps[0]["observations"][0]] * 2), max_steps=3)

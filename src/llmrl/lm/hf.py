@@ -202,6 +202,25 @@ class HFLM(LanguageModel):
     def _decoder(self) -> torch.nn.Module:
         return self.model.get_decoder()
 
+    @torch.no_grad()
+    def mean_hidden(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Each text's final hidden states averaged over its tokens (BOS excluded), L2-normalised:
+        the LM's own sentence vector, which no paraphrase objective shaped (unlike MiniLM's).
+        Shape (len(texts), hidden_size), float32."""
+        out = np.zeros((len(texts), self.hidden_size), np.float32)
+        decoder = self._decoder()
+        for start in range(0, len(texts), batch_size):
+            ids = [self._bos + self.encode(t) for t in texts[start: start + batch_size]]
+            width = max(len(x) for x in ids)
+            tokens = torch.tensor([x + [self.tokenizer.pad_token_id] * (width - len(x)) for x in ids], device=self.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=self.device)
+            hidden = decoder(input_ids=tokens, attention_mask=mask).last_hidden_state.float()
+            mask = mask.clone()
+            mask[:, : len(self._bos)] = 0  # the BOS state is the same for every text
+            mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+            out[start: start + len(ids)] = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+        return out
+
     def _logprobs_at(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """log p(token_ids | hidden) through the output layer, for selected rows only."""
         logits = self.model.get_output_embeddings()(hidden).float()

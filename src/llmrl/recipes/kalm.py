@@ -45,6 +45,8 @@ RECIPE = "kalm"
 STAGE_NAMES = ("collect", "ground", "imagine", "train", "evaluate")
 NOVEL_LEVELS = ("rephrase", "easy", "hard")
 OFFLINE_ALGOS = ("bc", "cql", "iql")  # llmrl.rl.offline.ALGOS, named here so a config needs no torch
+GOAL_ENCODERS = ("minilm", "lm-mean", "bow")
+DATASETS = ("real", *NOVEL_LEVELS)  # real alone, or real + one level's imagined rollouts (KALM's code)
 
 
 @dataclass
@@ -59,10 +61,21 @@ class ImaginationConfig:
     """Rollouts for unseen-hard goals (KALM: 1,680)."""
     batch_size: int = 32
     """Rollouts decoded together (KV cache, batched)."""
+    length_factor: float = 2.0
+    """A rollout stops after this many times the real episodes' mean length (and at its level's
+    own limit: 50 steps, easy 1). KALM caps at 50 with real episodes of 11.2 steps."""
+    project: bool = True
+    """Clip every generated state to the table and each ball's move to a push's reach before it
+    is judged and fed back (KALM's generation does not)."""
+    drop_beyond: float = 0.1
+    """Drop a rollout when one of the LM's raw states lies further than this outside the table or
+    beyond a push's reach (0: keep every rollout, as KALM does)."""
 
     def __post_init__(self) -> None:
         if min(self.rephrase, self.easy, self.hard) < 0 or self.batch_size < 1:
             raise ValueError("imagined rollout counts must be >= 0 and batch_size >= 1")
+        if self.length_factor <= 0 or self.drop_beyond < 0:
+            raise ValueError("length_factor must be > 0 and drop_beyond >= 0")
 
     def count(self, level: str) -> int:
         return {"rephrase": self.rephrase, "easy": self.easy, "hard": self.hard}[level]
@@ -89,9 +102,20 @@ class KALMConfig:
     algos: tuple[str, ...] = ("bc", "cql")
     """Offline RL algorithms (llmrl.rl.offline): bc, cql, iql."""
     offline_seeds: tuple[int, ...] = (0, 1, 2)
-    """One offline RL run per (algorithm, data, seed)."""
+    """One offline RL run per (goal encoder, algorithm, data, seed)."""
+    goal_encoders: tuple[str, ...] = ("minilm", "lm-mean")
+    """How goal sentences become vectors: minilm (paraphrase-trained MiniLM), lm-mean (the frozen
+    base LM's mean hidden state: no paraphrase training, like KALM's BERT pooler), bow (hashed
+    bag of words)."""
     gradient_steps: int = 20_000
     """Gradient steps per offline RL run (KALM: 500k)."""
+    bc_learning_rate: float = 1e-3
+    """BC's Adam learning rate (KALM: 1e-3)."""
+    cql_learning_rate: float = 6.25e-5
+    """CQL's Adam learning rate (KALM: 6.25e-5)."""
+    snapshots: int = 5
+    """Agents kept at the end of each run, gradient_steps / 50 apart; reported success is their
+    mean (KALM: the last 5 of 50 checkpoints)."""
     offline_real_episodes: int = 0
     """Real episodes the offline RL sees (0: all collected; KALM: 6,400 of its 100k)."""
     mix_ratio: float = 0.5
@@ -108,9 +132,18 @@ class KALMConfig:
 
     def __post_init__(self) -> None:
         self.algos, self.offline_seeds = tuple(self.algos), tuple(int(s) for s in self.offline_seeds)
+        self.goal_encoders = tuple(self.goal_encoders)
         bad = [a for a in self.algos if a not in OFFLINE_ALGOS]
         if bad or not self.algos:
             raise ValueError(f"unknown offline algorithm(s) {bad}: choose from {', '.join(OFFLINE_ALGOS)}")
+        bad = [e for e in self.goal_encoders if e not in GOAL_ENCODERS]
+        if bad or not self.goal_encoders:
+            raise ValueError(f"unknown goal encoder(s) {bad}: choose from {', '.join(GOAL_ENCODERS)}")
+        if not 1 <= self.snapshots <= 50 or self.gradient_steps < 50:
+            raise ValueError(f"snapshots must be in [1, 50] (they are gradient_steps / 50 apart) and gradient_steps "
+                             f">= 50, got {self.snapshots} and {self.gradient_steps}")
+        if min(self.bc_learning_rate, self.cql_learning_rate) <= 0:
+            raise ValueError("learning rates must be positive")
         if self.grounding.episodes > self.n_real_episodes:
             raise ValueError(f"grounding.episodes ({self.grounding.episodes}) exceeds n_real_episodes "
                              f"({self.n_real_episodes}): collect more or ground on fewer")
@@ -149,13 +182,14 @@ STAGE_FIELDS = {
     "collect": ("seed", "n_real_episodes", "expert_epsilon"),
     "ground": ("seed", "grounding"),
     "imagine": ("seed", "imagination"),
-    "train": ("algos", "offline_seeds", "gradient_steps", "offline_real_episodes", "mix_ratio", "imaginary_filter"),
+    "train": ("algos", "offline_seeds", "goal_encoders", "gradient_steps", "bc_learning_rate", "cql_learning_rate",
+              "snapshots", "offline_real_episodes", "mix_ratio", "imaginary_filter"),
     "evaluate": ("eval_episodes", "eval_seed", "eval_lm_policy"),
 }
 UPSTREAM = {"collect": (), "ground": ("collect",), "imagine": ("ground",), "train": ("collect", "imagine"),
             "evaluate": ("train", "ground")}
 # Bump when a stage's code changes what it produces, so old artifacts are not reused.
-STAGE_VERSION = {"collect": 1, "ground": 2, "imagine": 2, "train": 2, "evaluate": 2}
+STAGE_VERSION = {"collect": 1, "ground": 2, "imagine": 3, "train": 3, "evaluate": 3}
 # Settings that cannot change a stage's result; they stay out of its key.
 BOOKKEEPING = {"grounding": ("checkpoint_every", "log_every"), "imagination": ("batch_size",)}
 
@@ -330,8 +364,46 @@ def novel_goals(config: KALMConfig, real: Any) -> list[tuple[Goal, np.ndarray]]:
     return out
 
 
-def imaginary_episode(goal: Goal, rollout: dict[str, Any]) -> Any:
-    """An imagined rollout as an Episode, rewards and ends recomputed by the goal's judge."""
+# KALM's plausibility judge (its appendix): a ball centre off the table, or a move no push makes.
+OFF_TABLE = {"x": 0.5, "y_low": -0.2, "y_high": 0.6}
+BEYOND_DYNAMICS = 0.5
+
+
+def implausible(states: np.ndarray) -> tuple[int, int]:
+    """KALM's counts over a rollout's transitions: (states with a ball off the table, moves no
+    push makes)."""
+    xy = np.asarray(states, np.float32).reshape(len(states), -1, 2)
+    off = np.any((np.abs(xy[1:, :, 0]) > OFF_TABLE["x"]) | (xy[1:, :, 1] < OFF_TABLE["y_low"])
+                 | (xy[1:, :, 1] > OFF_TABLE["y_high"]), axis=1)
+    jump = np.max(np.linalg.norm(xy[1:] - xy[:-1], axis=2), axis=1) > BEYOND_DYNAMICS
+    return int(off.sum()), int(jump.sum())
+
+
+def push_reach(real: Any) -> float:
+    """The furthest any ball moved in one real step: what one push can do in this physics."""
+    return float(max(np.linalg.norm(np.diff(e.observations.reshape(len(e.observations), -1, 2), axis=0), axis=2).max()
+                     for e in real if len(e.actions)))
+
+
+def project_state(previous: np.ndarray, state: np.ndarray, reach: float) -> np.ndarray:
+    """The nearest state the physics allows: each ball moves at most ``reach`` from where it was,
+    and its centre stays on the table."""
+    from llmrl.envs.clevr_robot import X_BOUNDS, Y_BOUNDS
+
+    prev, xy = np.asarray(previous, np.float32).reshape(-1, 2), np.array(state, np.float32).reshape(-1, 2)
+    move = xy - prev
+    norm = np.linalg.norm(move, axis=1, keepdims=True)
+    xy = prev + move * np.minimum(1.0, reach / np.maximum(norm, 1e-9))
+    xy[:, 0] = np.clip(xy[:, 0], *X_BOUNDS)
+    xy[:, 1] = np.clip(xy[:, 1], *Y_BOUNDS)
+    return xy.reshape(np.shape(state)).astype(np.float32)
+
+
+def imaginary_episode(goal: Goal, rollout: dict[str, Any], reach: float = float("inf")) -> Any:
+    """An imagined rollout as an Episode, rewards and ends recomputed by the goal's judge. Its
+    ``infos`` say how plausible the LM's raw states were (KALM's counts, ``raw_off_table`` and
+    ``raw_beyond_dynamics``) and how far the furthest one lay from what the physics allows from
+    the state before it (``raw_excess``)."""
     from llmrl.data import Episode
 
     obs = np.asarray(rollout["observations"], np.float32)
@@ -342,20 +414,26 @@ def imaginary_episode(goal: Goal, rollout: dict[str, Any]) -> Any:
     truncs = np.zeros(len(actions), bool)
     if len(actions) and not success[-1]:
         truncs[-1] = True
+    raw = np.asarray(rollout.get("raw_observations", obs), np.float32)
+    off, jump = implausible(raw)
+    excess = max((float(np.abs(project_state(obs[t], raw[t + 1], reach) - raw[t + 1]).max())
+                  for t in range(len(actions))), default=0.0)
     return Episode(observations=obs, actions=actions, rewards=rewards, terminations=success, truncations=truncs,
                    goal=goal.text, infos={"level": goal.level, "goal_spec": goal.spec(),
-                                          "success": bool(success.any()), "imaginary": True})
+                                          "success": bool(success.any()), "imaginary": True,
+                                          "raw_off_table": off, "raw_beyond_dynamics": jump, "raw_excess": excess})
 
 
-def plausibility(episodes: Sequence[Any]) -> dict[str, float]:
-    """KALM's check of imagined transitions: off the table, or a ball moving further than a push can."""
-    off, jump, n = 0, 0, 0
-    for e in episodes:
-        xy = e.observations.reshape(len(e.observations), -1, 2)
-        off += int(np.sum(np.any((np.abs(xy[1:, :, 0]) > 0.5) | (xy[1:, :, 1] < -0.2) | (xy[1:, :, 1] > 0.6),
-                                 axis=1)))
-        jump += int(np.sum(np.max(np.linalg.norm(xy[1:] - xy[:-1], axis=2), axis=1) > 0.5))
-        n += len(e.actions)
+def plausibility(episodes: Sequence[Any], raw: bool = False) -> dict[str, float]:
+    """KALM's check of imagined transitions: the share with a ball off the table, or with a ball
+    moving further than a push can; ``raw=True`` judges the LM's own states (before projection)."""
+    n = sum(len(e.actions) for e in episodes)
+    if raw:
+        off = sum(e.infos.get("raw_off_table", 0) for e in episodes)
+        jump = sum(e.infos.get("raw_beyond_dynamics", 0) for e in episodes)
+    else:
+        counts = [implausible(e.observations) for e in episodes]
+        off, jump = sum(c[0] for c in counts), sum(c[1] for c in counts)
     return {"off_table": off / max(n, 1), "beyond_dynamics": jump / max(n, 1)}
 
 
@@ -384,7 +462,9 @@ def replayed(episodes: Sequence[Any]) -> dict[str, float]:
 
 def imagine(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
             progress: bool = True) -> RunResult:
-    """Stage 3: imaginary rollouts for novel goals → ``imaginary.npz`` and ``quality.json``."""
+    """Stage 3: imaginary rollouts for novel goals → ``imaginary.npz`` (the kept rollouts) and
+    ``quality.json`` (KALM's plausibility of the LM's raw states, what projection and dropping
+    did, and how the imagined actions fare when replayed in the real physics)."""
     from llmrl.data import EpisodeDataset
     from llmrl.roles import imagination
 
@@ -392,51 +472,82 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = F
     if done:
         return _result(path)
     started = time.time()
+    cfg = config.imagination
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
+    real_length = float(np.mean([len(e.actions) for e in real]))
+    cap = max(1, int(np.ceil(cfg.length_factor * real_length)))
+    reach = push_reach(real)
     grounded = load_grounded(require(out, config, "ground"), config)
     todo = novel_goals(config, real)
     partial = path / "partial.npz"
     data = EpisodeDataset.load(partial) if partial.exists() else EpisodeDataset([], {})
+    project = (lambda prev, s: project_state(prev, s, reach)) if cfg.project else None
     for level in NOVEL_LEVELS:
         batch = [(g, s) for g, s in todo if g.level == level][sum(e.infos["level"] == level for e in data):]
-        step = 4 * config.imagination.batch_size
+        step = 4 * cfg.batch_size
         for i in range(0, len(batch), step):
             chunk = batch[i: i + step]
             goals = [g for g, _ in chunk]
             rollouts = imagination.imagine(
                 grounded, [g.text for g in goals], np.stack([s for _, s in chunk]),
                 stop=lambda j, s0, s, goals=goals: goals[j].success(s, s0),
-                max_steps=goals[0].max_steps, batch_size=config.imagination.batch_size)
-            data.episodes.extend(imaginary_episode(g, r) for g, r in zip(goals, rollouts))
+                max_steps=min(goals[0].max_steps, cap), batch_size=cfg.batch_size, project=project)
+            data.episodes.extend(imaginary_episode(g, r, reach) for g, r in zip(goals, rollouts))
             data.save(partial)
             _log(f"imagine {level}: {i + len(chunk)}/{len(batch)}", progress)
-    data.metadata = {"source": f"imagined by {config.grounding.model}", "imaginary": True}
-    data.save(path / "imaginary.npz")
-    partial.unlink(missing_ok=True)
-    quality = {}
+    kept = [e for e in data if not (cfg.drop_beyond and e.infos["raw_excess"] > cfg.drop_beyond)]
+    quality = {"real_mean_length": real_length, "length_cap": cap, "push_reach": reach}
     for level in NOVEL_LEVELS:
-        eps = [e for e in data if e.infos["level"] == level]
+        made = [e for e in data if e.infos["level"] == level]
+        eps = [e for e in kept if e.infos["level"] == level]
         hits = sum(e.infos["success"] for e in eps)
-        quality[level] = {"rollouts": len(eps), "goal_reached": hits / max(len(eps), 1),
-                          "interval": wilson_interval(hits, len(eps)),
+        raw = plausibility(made, raw=True)
+        quality[level] = {"rollouts": len(made), "kept": len(eps), "dropped": 1 - len(eps) / max(len(made), 1),
+                          "goal_reached": hits / max(len(eps), 1), "interval": wilson_interval(hits, len(eps)),
                           "mean_length": float(np.mean([len(e.actions) for e in eps])) if eps else 0.0,
+                          "raw_off_table": raw["off_table"], "raw_beyond_dynamics": raw["beyond_dynamics"],
                           **plausibility(eps), **replayed(eps)}
+    out_data = EpisodeDataset(kept, {"source": f"imagined by {config.grounding.model}", "imaginary": True})
+    out_data.save(path / "imaginary.npz")
+    partial.unlink(missing_ok=True)
     atomic_write_json(path / "quality.json", quality)
     return mark_done(path, config, "imagine", {"quality": quality}, started)
 
 
 # --------------------------------------------------------------------------- 4. train
-def embed_goals(texts: Sequence[str], cache: Path) -> np.ndarray:
-    """MiniLM sentence embeddings (in place of KALM's BERT) of ``texts``, cached in an npz."""
-    from llmrl.lm.embed import SentenceEmbedder
+BOW_DIM = 1024
 
+
+def bag_of_words(texts: Sequence[str], dim: int = BOW_DIM) -> np.ndarray:
+    """Hashed bag of lower-cased words, L2-normalised: knows words, not meanings."""
+    out = np.zeros((len(texts), dim), np.float32)
+    for i, text in enumerate(texts):
+        for word in "".join(c if c.isalnum() else " " for c in text.lower()).split():
+            out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % dim] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def embed_goals(texts: Sequence[str], cache: Path, encoder: str = "minilm", model: str | None = None) -> np.ndarray:
+    """Goal sentences as vectors (KALM: BERT-base; see ``GOAL_ENCODERS``), cached in an npz:
+    minilm (MiniLM sentence embeddings), lm-mean (``model``'s mean final hidden state) or bow."""
     known: dict[str, np.ndarray] = {}
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
             known = dict(zip(z["texts"].tolist(), z["vectors"]))
     missing = sorted(set(texts) - set(known))
     if missing:
-        vectors = SentenceEmbedder().embed(missing)
+        if encoder == "minilm":
+            from llmrl.lm.embed import SentenceEmbedder
+
+            vectors = SentenceEmbedder().embed(missing)
+        elif encoder == "lm-mean":
+            from llmrl.lm import load_model
+
+            vectors = load_model(model or "gemma-3-270m", dtype="fp32").mean_hidden(missing)
+        elif encoder == "bow":
+            vectors = bag_of_words(missing)
+        else:
+            raise ValueError(f"unknown goal encoder {encoder!r}: choose from {', '.join(GOAL_ENCODERS)}")
         known.update(zip(missing, vectors))
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(tmp, texts=np.array(list(known)), vectors=np.stack(list(known.values())).astype(np.float32))
@@ -444,20 +555,31 @@ def embed_goals(texts: Sequence[str], cache: Path) -> np.ndarray:
     return np.stack([known[t] for t in texts]).astype(np.float32)
 
 
-def offline_runs(config: KALMConfig) -> list[tuple[str, str, int]]:
-    """(algorithm, data, seed) of every offline RL run: data is 'real' or 'real+kalm'."""
-    return [(a, d, s) for a in config.algos for d in ("real", "real+kalm") for s in config.offline_seeds]
+def offline_runs(config: KALMConfig) -> list[tuple[str, str, str, int]]:
+    """(goal encoder, algorithm, data, seed) of every offline RL run. data is "real" or a novel
+    level: real plus that level's imagined rollouts, one agent per level as KALM's code trains them."""
+    return [(e, a, d, s) for e in config.goal_encoders for a in config.algos for d in DATASETS
+            for s in config.offline_seeds]
 
 
-def run_name(algo: str, data: str, seed: int) -> str:
-    return f"{algo}{'+kalm' if data != 'real' else ''}-s{seed}"
+def run_name(encoder: str, algo: str, data: str, seed: int) -> str:
+    return f"{encoder}-{algo}{'' if data == 'real' else '+kalm-' + data}-s{seed}"
+
+
+def offline_config(config: KALMConfig, algo: str, seed: int) -> Any:
+    from llmrl.rl.offline import PRESETS as OFFLINE_PRESETS
+
+    rate = {"bc": config.bc_learning_rate, "cql": config.cql_learning_rate}.get(algo)
+    base = OFFLINE_PRESETS[algo]
+    return replace(base, gradient_steps=config.gradient_steps, seed=seed, mix_ratio=config.mix_ratio,
+                   learning_rate=rate or base.learning_rate, snapshots=config.snapshots)
 
 
 def train(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
           progress: bool = True) -> RunResult:
-    """Stage 4: goal-conditioned offline RL on real, and on real + imaginary data → ``<run>/agent.pt``."""
+    """Stage 4: goal-conditioned offline RL on real data, and on real + each level's imaginary
+    data (1:1 per batch), for every goal encoder → ``<run>/agent.pt`` and ``<run>/snapshots/``."""
     from llmrl.data import EpisodeDataset
-    from llmrl.rl.offline import PRESETS as OFFLINE_PRESETS
     from llmrl.rl.offline import train_offline
 
     path, done = open_stage(out, config, "train", resume)
@@ -469,23 +591,28 @@ def train(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = Fal
     imagined = EpisodeDataset.load(require(out, config, "imagine") / "imaginary.npz")
     if config.imaginary_filter == "reached":  # judged on the LM's own states: no real interaction
         imagined = imagined.filter(lambda e: e.infos["success"])
-    if not len(imagined):
-        raise ValueError("no imagined rollouts to train on: imagine more, or use imaginary_filter='all'")
-    imaginary = imagined.transitions()
-    real_emb = embed_goals(real.goals, path / "goal_embeddings.npz")
-    imag_emb = embed_goals(imaginary.goals, path / "goal_embeddings.npz")
-    for algo, data, seed in offline_runs(config):
-        run = path / run_name(algo, data, seed)
-        if (run / "agent.pt").exists():
-            continue
-        _log(f"train {run.name}: {config.gradient_steps} steps", progress)
-        offline = replace(OFFLINE_PRESETS[algo], gradient_steps=config.gradient_steps, seed=seed,
-                          mix_ratio=config.mix_ratio)
-        train_offline(offline, real, real_emb, imaginary=imaginary if data != "real" else None,
-                      imaginary_goal_embeddings=imag_emb if data != "real" else None, out_dir=run, resume=True)
+    per_level = {lv: imagined.filter(lambda e, lv=lv: e.infos["level"] == lv) for lv in NOVEL_LEVELS}
+    empty = [lv for lv, d in per_level.items() if not len(d)]
+    if empty:
+        raise ValueError(f"no imagined rollouts to train on for {', '.join(empty)} (none made, or all dropped or "
+                         "filtered out): imagine more, raise imagination.drop_beyond, or use imaginary_filter='all'")
+    imaginary = {lv: d.transitions() for lv, d in per_level.items()}
+    for encoder in config.goal_encoders:
+        cache = path / f"goal_embeddings-{encoder}.npz"
+        real_emb = embed_goals(real.goals, cache, encoder, config.grounding.model)
+        imag_emb = {lv: embed_goals(t.goals, cache, encoder, config.grounding.model) for lv, t in imaginary.items()}
+        for _, algo, data, seed in [r for r in offline_runs(config) if r[0] == encoder]:
+            run = path / run_name(encoder, algo, data, seed)
+            if (run / "agent.pt").exists():
+                continue
+            _log(f"train {run.name}: {config.gradient_steps} steps", progress)
+            train_offline(offline_config(config, algo, seed), real, real_emb,
+                          imaginary=imaginary.get(data), imaginary_goal_embeddings=imag_emb.get(data), out_dir=run,
+                          resume=True)
     return mark_done(path, config, "train", {"runs": [run_name(*r) for r in offline_runs(config)],
                                              "real_transitions": len(real.actions),
-                                             "imaginary_transitions": len(imaginary.actions)}, started)
+                                             "imaginary_transitions": {lv: len(t.actions) for lv, t in imaginary.items()}},
+                     started)
 
 
 # --------------------------------------------------------------------------- 5. evaluate
@@ -541,12 +668,19 @@ def run_lm_policy(grounded: Any, cases: Sequence[tuple[dict[str, Any], np.ndarra
     return success
 
 
+def evaluated_levels(data: str) -> tuple[str, ...]:
+    """The levels an offline agent is judged on: real-only agents on all four; an agent trained
+    with one level's imagined data on the seen goals and that level (as ImagineBench pairs them)."""
+    return LEVELS if data == "real" else ("seen", data)
+
+
 def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
              progress: bool = True) -> RunResult:
-    """Stage 5: success per goal level of every trained agent, of the grounded LM as a policy, and of
-    random and expert references → ``results.json``."""
+    """Stage 5: success per goal level of every snapshot of every trained agent, of the grounded
+    LM as a policy, and of random and expert references → ``results.json`` (``name`` or
+    ``name@step`` → level → one outcome per episode)."""
     from llmrl.envs.clevr_expert import ClevrExpert
-    from llmrl.rl.offline import OfflineAgent
+    from llmrl.rl.offline import OfflineAgent, snapshot_paths
 
     path, done = open_stage(out, config, "evaluate", resume)
     if done:  # the table is re-derived from the raw results, so it follows summarise()
@@ -559,21 +693,23 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = 
     results: dict[str, dict[str, list[bool]]] = json.loads(partial.read_text()) if partial.exists() else {}
     cases = {level: evaluation_episodes(config, level) for level in LEVELS}
     texts = sorted({goal_from_spec(spec).text for level in LEVELS for spec, _ in cases[level]})
-    emb = dict(zip(texts, embed_goals(texts, trained / "goal_embeddings.npz")))
+    emb = {enc: dict(zip(texts, embed_goals(texts, trained / f"goal_embeddings-{enc}.npz", enc, config.grounding.model)))
+           for enc in config.goal_encoders}
 
     rng = np.random.default_rng(config.eval_seed)
     expert = ClevrExpert(epsilon=0.0)
-    agents: dict[str, Callable[[np.ndarray, list[Goal], np.ndarray], np.ndarray]] = {
-        "random": lambda obs, goals, starts: rng.integers(40, size=len(goals)),
-        "expert": lambda obs, goals, starts: np.array([expert.act(o, g, s, rng) for o, g, s in zip(obs, goals, starts)]),
+    agents: dict[str, tuple[Callable[..., np.ndarray], tuple[str, ...]]] = {
+        "random": (lambda obs, goals, starts: rng.integers(40, size=len(goals)), LEVELS),
+        "expert": (lambda obs, goals, starts: np.array([expert.act(o, g, s, rng) for o, g, s in zip(obs, goals, starts)]),
+                   LEVELS),
     }
-    for algo, data, seed in offline_runs(config):
-        name = run_name(algo, data, seed)
+    for encoder, algo, data, seed in offline_runs(config):
+        name = run_name(encoder, algo, data, seed)
+        for snap in snapshot_paths(trained / name)[-config.snapshots:]:
+            def act(obs, goals, starts, agent=OfflineAgent.load(snap), vectors=emb[encoder]):
+                return agent.act(obs, np.stack([vectors[g.text] for g in goals]))
 
-        def act(obs, goals, starts, agent=OfflineAgent.load(trained / name / "agent.pt")):
-            return agent.act(obs, np.stack([emb[g.text] for g in goals]))
-
-        agents[name] = act
+            agents[f"{name}@{int(snap.stem.split('_')[1])}"] = (act, evaluated_levels(data))
     if config.eval_lm_policy:
         grounded = None
 
@@ -582,9 +718,9 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = 
             grounded = grounded or load_grounded(require(out, config, "ground"), config)
             return run_lm_policy(grounded, cases[level])
 
-        agents["grounded-lm"] = lm_policy
-    for name, act in agents.items():
-        for level in LEVELS:
+        agents["grounded-lm"] = (lm_policy, LEVELS)
+    for name, (act, levels) in agents.items():
+        for level in levels:
             if level in results.get(name, {}):
                 continue
             success = act(level) if name == "grounded-lm" else run_episodes(act, cases[level])
@@ -599,39 +735,78 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = 
 
 
 COLUMNS = (*LEVELS, "novel")  # novel: the episodes of rephrase, easy and hard pooled (KALM's headline)
+SINGLE_AGENTS = ("random", "expert", "grounded-lm")
+
+
+def per_seed_success(results: dict[str, dict[str, list[bool]]]) -> dict[str, dict[str, float]]:
+    """Offline run (``name`` without ``@step``) → level → success averaged over its snapshots
+    (KALM: the mean of the last 5 checkpoints)."""
+    runs: dict[str, dict[str, list[float]]] = {}
+    for key, levels in results.items():
+        if "@" not in key:
+            continue
+        run = key.split("@")[0]
+        for level, outcomes in levels.items():
+            runs.setdefault(run, {}).setdefault(level, []).append(float(np.mean(outcomes)))
+    return {run: {lv: float(np.mean(v)) for lv, v in levels.items()} for run, levels in runs.items()}
 
 
 def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> dict[str, dict[str, Any]]:
-    """Per agent group and column: mean success over seeds with a 95% interval (Student-t over
-    seeds; Wilson for a single run), and the per-seed rates."""
-    groups: dict[str, list[str]] = {}
-    for name in results:
-        single = name in ("random", "expert", "grounded-lm")
-        groups.setdefault(name if single else name.rsplit("-s", 1)[0], []).append(name)
+    """Rows of the results table: the single agents (one run, 95% Wilson interval), and per goal
+    encoder and algorithm the real-data agent and the +KALM agents (mean over seeds with a 95%
+    t-interval, each seed the mean over its snapshots). The +KALM row takes each novel level
+    from the agent trained with that level's imagined data and the seen column as the mean of
+    the three; its novel column averages the three levels (equal episodes per level)."""
     table: dict[str, dict[str, Any]] = {}
-    for group, names in groups.items():
+    for name in SINGLE_AGENTS:
+        if name not in results:
+            continue
         row = {}
         for column in COLUMNS:
             levels = NOVEL_LEVELS if column == "novel" else (column,)
-            outcomes = [sum((results[n][lv] for lv in levels), []) for n in names]
-            per_seed = [float(np.mean(o)) for o in outcomes]
-            if len(names) == 1:
-                low, high = wilson_interval(int(sum(outcomes[0])), len(outcomes[0]))
-                mean = per_seed[0]
-            else:
-                mean, low, high = t_interval(per_seed)
-            row[column] = {"mean": mean, "low": max(0.0, low), "high": min(1.0, high), "per_seed": per_seed}
-        table[group] = row
+            outcomes = sum((results[name][lv] for lv in levels), [])
+            low, high = wilson_interval(int(sum(outcomes)), len(outcomes))
+            row[column] = {"mean": float(np.mean(outcomes)), "low": low, "high": high, "per_seed": [float(np.mean(outcomes))]}
+        table[name] = row
+    runs = per_seed_success(results)
+
+    def cell(values: list[float]) -> dict[str, Any]:
+        if len(values) == 1:
+            return {"mean": values[0], "low": float("nan"), "high": float("nan"), "per_seed": values}
+        mean, low, high = t_interval(values)
+        return {"mean": mean, "low": max(0.0, low), "high": min(1.0, high), "per_seed": values}
+
+    for encoder in config.goal_encoders:
+        for algo in config.algos:
+            real = [runs[run_name(encoder, algo, "real", s)] for s in config.offline_seeds
+                    if run_name(encoder, algo, "real", s) in runs]
+            if real:
+                row = {lv: cell([r[lv] for r in real]) for lv in LEVELS}
+                row["novel"] = cell([float(np.mean([r[lv] for lv in NOVEL_LEVELS])) for r in real])
+                table[f"{encoder} {algo}"] = row
+            seeds = [s for s in config.offline_seeds
+                     if all(run_name(encoder, algo, lv, s) in runs for lv in NOVEL_LEVELS)]
+            if seeds:
+                kalm = [{lv: runs[run_name(encoder, algo, lv, s)] for lv in NOVEL_LEVELS} for s in seeds]
+                row = {"seen": cell([float(np.mean([k[lv]["seen"] for lv in NOVEL_LEVELS])) for k in kalm])}
+                row.update({lv: cell([k[lv][lv] for k in kalm]) for lv in NOVEL_LEVELS})
+                row["novel"] = cell([float(np.mean([k[lv][lv] for lv in NOVEL_LEVELS])) for k in kalm])
+                table[f"{encoder} {algo}+KALM"] = row
     return table
 
 
 def markdown(table: dict[str, dict[str, Any]], config: KALMConfig) -> str:
-    lines = [f"Success per goal level ({config.eval_episodes} held-out episodes per level; novel = rephrase, "
-             f"easy and hard pooled; mean over {len(config.offline_seeds)} seeds [95% t-interval], or one run "
-             "[95% Wilson interval])", "",
+    lines = [f"Success per goal level ({config.eval_episodes} held-out episodes per level; novel = mean of rephrase, "
+             f"easy and hard; offline RL: mean over {len(config.offline_seeds)} seeds [95% t-interval], each seed the "
+             f"mean of its last {config.snapshots} snapshots; +KALM: one agent per novel level trained on real + that "
+             "level's imagined rollouts, seen = the mean of the three; single runs [95% Wilson interval])", "",
              "| agent | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for group, row in table.items():
-        cells = [f"{row[c]['mean']:.2f} [{row[c]['low']:.2f}, {row[c]['high']:.2f}]" for c in COLUMNS]
+        cells = []
+        for c in COLUMNS:
+            lo, hi = row[c]["low"], row[c]["high"]
+            interval = "" if lo != lo else f" [{lo:.2f}, {hi:.2f}]"  # NaN: one seed, no interval
+            cells.append(f"{row[c]['mean']:.2f}{interval}")
         lines.append(f"| {group} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

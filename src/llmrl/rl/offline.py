@@ -83,6 +83,11 @@ class OfflineConfig:
     """Steps between rows of progress.csv (losses averaged over the interval)."""
     checkpoint_every: int = 5000
     """Steps between checkpoints in out_dir (the last step is always checkpointed)."""
+    snapshots: int = 0
+    """Agents kept from the end of training in out_dir/snapshots/ (KALM reports the mean success
+    of the last 5 of its 50 epoch checkpoints); the last one is the final agent."""
+    snapshot_every: int = 0
+    """Steps between those snapshots; 0: gradient_steps / 50 (KALM: 500k steps in epochs of 10k)."""
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -95,6 +100,17 @@ class OfflineConfig:
         for name in ("batch_size", "gradient_steps", "target_update_interval", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.snapshots < 0 or self.snapshot_every < 0:
+            raise ValueError("snapshots and snapshot_every must be >= 0")
+        if self.snapshots and self.snapshot_steps[0] < 1:
+            raise ValueError(f"{self.snapshots} snapshots every {self.snapshot_every or self.gradient_steps // 50} "
+                             f"steps do not fit in {self.gradient_steps} gradient steps")
+
+    @property
+    def snapshot_steps(self) -> list[int]:
+        """The gradient steps after which a snapshot is saved, oldest first."""
+        every = self.snapshot_every or max(self.gradient_steps // 50, 1)
+        return [self.gradient_steps - k * every for k in reversed(range(self.snapshots))]
 
 
 PRESETS: dict[str, OfflineConfig] = {
@@ -370,7 +386,12 @@ class OfflineAgent:
 
 # --------------------------------------------------------------------------- training
 PROGRESS_KEY = "step"
-_RESUMABLE = ("gradient_steps", "log_every", "checkpoint_every")  # may change between resumes
+_RESUMABLE = ("gradient_steps", "log_every", "checkpoint_every", "snapshots", "snapshot_every")  # may change between resumes
+
+
+def snapshot_paths(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """A run's saved snapshots (``snapshots/step_*.pt``), oldest first."""
+    return sorted((Path(run_dir) / "snapshots").glob("step_*.pt"))
 
 
 def train_offline(
@@ -411,9 +432,14 @@ def train_offline(
             learner.load_state_dict(ckpt)
         log = folder.progress((PROGRESS_KEY, "wall_s", "steps_per_s", *LOG_KEYS[config.algo]), key=PROGRESS_KEY,
                               resume_at=learner.step, tensorboard=False)
+    snapshot_at = set(config.snapshot_steps)
     while learner.step < config.gradient_steps:
         learner.train_step()
         last = learner.step == config.gradient_steps
+        if folder is not None and learner.step in snapshot_at:
+            OfflineAgent(replace(config, n_actions=n_actions), learner.nets, real.obs_dim,
+                         sampler.goal_embeddings.shape[1], n_actions).save(
+                folder.path / "snapshots" / f"step_{learner.step:08d}.pt")
         row = learner.row() if learner.step % config.log_every == 0 or last else None
         if row is not None and log is not None:
             log.write(row)

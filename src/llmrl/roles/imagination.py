@@ -350,6 +350,9 @@ def _encode_prompts(
     return out.last_hidden_state[:, -1], batch.attention_mask, batch.position_ids[:, -1], returned_cache(out)
 
 
+ProjectFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 @torch.no_grad()
 def imagine(
     grounded: GroundedLM,
@@ -358,6 +361,7 @@ def imagine(
     stop: StopFn | None = None,
     max_steps: int = 50,
     batch_size: int = 32,
+    project: ProjectFn | None = None,
 ) -> list[Episode]:
     """Greedy imagined rollouts, one per (goal, real initial state).
 
@@ -368,13 +372,17 @@ def imagine(
     left-padded, positions counting real tokens only); a row leaves the batch when it stops.
     In fp32 the batched output equals one-at-a-time decoding up to float noise; in bf16 the
     rounding differs with the batch shape, so a near-tie between two actions can flip.
+
+    ``project(previous_state, predicted_state)`` maps each prediction onto what the world allows
+    (e.g. clip it to the table) before it is judged, recorded and fed back; the predictions as
+    the LM made them are kept in each rollout's ``raw_observations``.
     """
     s0_all = np.asarray(initial_states, dtype=np.float32)
     if s0_all.ndim != 2 or len(s0_all) != len(goals):
         raise ValueError(f"initial_states must be (len(goals), state_dim), got {s0_all.shape} for {len(goals)} goals")
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    return _decode(grounded, goals, s0_all, stop, None, max_steps, batch_size)
+    return _decode(grounded, goals, s0_all, stop, None, max_steps, batch_size, project)
 
 
 WorldFn = Callable[[int, int], tuple[np.ndarray, bool]]
@@ -399,7 +407,7 @@ def act_in_world(
 
 
 def _decode(grounded: GroundedLM, goals: Sequence[str], s0_all: np.ndarray, stop: StopFn | None,
-            world: WorldFn | None, max_steps: int, batch_size: int) -> list[Episode]:
+            world: WorldFn | None, max_steps: int, batch_size: int, project: ProjectFn | None = None) -> list[Episode]:
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     was_training = grounded.training
@@ -407,16 +415,18 @@ def _decode(grounded: GroundedLM, goals: Sequence[str], s0_all: np.ndarray, stop
     results: list[Episode] = []
     for start in range(0, len(goals), batch_size):
         ids = list(range(start, min(start + batch_size, len(goals))))
-        results += _imagine_batch(grounded, [goals[i] for i in ids], s0_all[ids], ids, stop, max_steps, world)
+        results += _imagine_batch(grounded, [goals[i] for i in ids], s0_all[ids], ids, stop, max_steps, world, project)
     grounded.train(was_training)
     return results
 
 
 def _imagine_batch(grounded: GroundedLM, goals: list[str], s0: np.ndarray, ids: list[int],
-                   stop: StopFn | None, max_steps: int, world: WorldFn | None = None) -> list[Episode]:
+                   stop: StopFn | None, max_steps: int, world: WorldFn | None = None,
+                   project: ProjectFn | None = None) -> list[Episode]:
     dev = grounded.device
     h, mask, pos, cache = _encode_prompts(grounded, [rollout_prompt(g, s) for g, s in zip(goals, s0)])
     obs = [[s] for s in s0]
+    raw = [[s] for s in s0]
     acts: list[list[int]] = [[] for _ in goals]
     rows = np.arange(len(goals))  # which rollout each batch row is
     ones = torch.ones((len(goals), 1), dtype=mask.dtype, device=dev)
@@ -429,12 +439,15 @@ def _imagine_batch(grounded: GroundedLM, goals: list[str], s0: np.ndarray, ids: 
         done = np.zeros(len(rows), dtype=bool)
         for j, r in enumerate(rows):
             acts[r].append(int(a_np[j]))
+            raw[r].append(s_np[j].copy())
             if world is not None:  # a real next state replaces the prediction
                 s_np[j], done[j] = world(ids[r], int(a_np[j]))
             else:
+                if project is not None:
+                    s_np[j] = project(obs[r][-1], s_np[j])
                 done[j] = stop is not None and bool(stop(ids[r], s0[r], s_np[j]))
             obs[r].append(s_np[j].copy())
-        if world is not None:
+        if world is not None or project is not None:
             s = torch.as_tensor(s_np, device=dev)
         if t == max_steps - 1 or done.all():
             break
@@ -445,7 +458,7 @@ def _imagine_batch(grounded: GroundedLM, goals: list[str], s0: np.ndarray, ids: 
         mask, pos = torch.cat([mask, ones[: len(rows)]], 1), pos + 1
         h = _step(grounded, grounded.embed_state(s), mask, pos, cache)
     return [{"observations": np.stack(obs[r]).astype(np.float32), "actions": np.asarray(acts[r], dtype=np.int64),
-             "goal": goals[r]} for r in range(len(goals))]
+             "goal": goals[r], "raw_observations": np.stack(raw[r]).astype(np.float32)} for r in range(len(goals))]
 
 
 @torch.no_grad()
