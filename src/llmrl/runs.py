@@ -368,7 +368,16 @@ class JsonLines:
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file, or of its gzip-compressed copy ``<path>.gz`` (how
+    results are committed); [] when neither exists."""
+    path = Path(path)
     if not path.exists():
-        return []
+        packed = path.with_name(path.name + ".gz")
+        if not packed.exists():
+            return []
+        import gzip
+
+        with gzip.open(packed, "rt") as f:
+            return [json.loads(line) for line in f if line.strip()]
     with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -128,3 +128,16 @@ def test_bad_settings_name_the_problem():
         ellm.config_from("cpu", observation="voxels")
     with pytest.raises(ValueError, match="preset"):
         ellm.config_from("laptop")
+
+
+@pytest.mark.slow
+def test_the_paper_preset_runs_on_stacked_gray_frames_with_goal_conditioning(tmp_path):
+    config = ellm.config_from("paper", **{
+        "methods": ("novelty",), "seeds": (1,), "total_env_steps": 64, "n_envs": 2, "episode_length": 20,
+        "dqn.buffer_size": 256, "dqn.learning_starts": 32, "dqn.batch_size": 8, "log_every": 32,
+        "checkpoint_every": 64, "eval_episodes": 1, "torch_threads": 1})
+    assert config.observation == "pixels" and config.goal_conditioned and config.dqn.dueling
+    run = ellm.train_run(config, "novelty", 1, tmp_path / "novelty-s1", progress=False)
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["loop"]["t"] == 64
+    assert json.loads((run / "done.json").read_text())["updates"] > 0

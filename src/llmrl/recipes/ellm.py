@@ -53,7 +53,7 @@ import torch
 from llmrl.config import config_from as _config_from
 from llmrl.config import require_positive, to_dict
 from llmrl.envs import crafter_text as ct
-from llmrl.envs.vector import final_transition
+from llmrl.envs.vector import final_transition, unstack_infos
 from llmrl.rl.apt import APT, APTBonus, APTConfig, agent_features
 from llmrl.rl.dqn import DQN, ConvEncoder, DQNConfig, GridEncoder, NStepReplay, QNetwork
 from llmrl.rl.offpolicy import OffPolicyLoop
@@ -173,9 +173,9 @@ Config = ELLMConfig
 
 PRESETS: dict[str, ELLMConfig] = {
     # ELLM's Crafter settings: 4 stacked 84x84 grayscale frames, 139 verb-noun actions, no
-    # extrinsic reward, 5M steps, its dueling Double DQN. ELLM's replay holds 5M frames, each once;
+    # extrinsic reward, 5M steps, its dueling Double DQN conditioned on the goals. ELLM's replay holds 5M frames, each once;
     # ours keeps both ends of each transition (56 KB): 1M transitions take 56 GB.
-    "paper": ELLMConfig(dqn=DQNConfig(**{**to_dict(_ellm_dqn()), "buffer_size": 1_000_000})),
+    "paper": ELLMConfig(dqn=DQNConfig(**{**to_dict(_ellm_dqn()), "buffer_size": 1_000_000}), goal_conditioned=True),
     # A 2-core CPU: ELLM's actions, captions, rewards and learner, on the symbolic view (an MLP
     # learns from it in far fewer steps than a CNN from pixels) for 60k steps, with ε and the
     # replay scaled to the budget. Measured timings: docs/results/ellm.md.
@@ -359,7 +359,8 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
     atomic_write_json(folder.path / "explorer.json", _explorer_report(explorer, time.time() - start))
     if config.eval_episodes and not (folder.path / "eval_episodes.jsonl").exists():
         evaluate_agent(learner.agent, config, seed, folder.path / "eval_episodes.jsonl",
-                       epsilon=1.0 if method == "random" else None)
+                       epsilon=1.0 if method == "random" else None,
+                       explorer=learner.explorer if config.goal_conditioned else None)
     folder.finish({"env_steps": loop.t, "updates": loop.updates})
     return folder.path
 
@@ -390,22 +391,35 @@ class _EpisodeLog:
         self.lines.close()
 
 
-def evaluate_agent(agent: DQN, config: ELLMConfig, seed: int, path: Path,
-                   epsilon: float | None = None) -> list[dict[str, Any]]:
+def evaluate_agent(agent: DQN, config: ELLMConfig, seed: int, path: Path, epsilon: float | None = None,
+                   explorer: GoalExplorer | None = None) -> list[dict[str, Any]]:
     """``eval_episodes`` episodes of the trained agent at ε = ``eval_epsilon`` (or ``epsilon``: the
     random reference is evaluated at 1) on worlds of seed + 1 (ELLM's evaluation), each with the
-    achievements it unlocked; written to ``path`` (JSON lines)."""
+    achievements it unlocked; written to ``path`` (JSON lines). A goal-conditioned agent reads
+    the goals ``explorer`` suggests, as in training (what it achieved drops out of them), while
+    nothing is learnt."""
     epsilon = config.eval_epsilon if epsilon is None else epsilon
     envs = _make_envs(config)
     generator = rng(seed, 1)
-    obs, _ = envs.reset(seed=env_seeds(seed + 1, config.n_envs, stride=SEED_STRIDE))
+    obs, infos = envs.reset(seed=env_seeds(seed + 1, config.n_envs, stride=SEED_STRIDE))
     records: list[dict[str, Any]] = []
     lengths = np.zeros(config.n_envs, int)
+    if explorer is not None:
+        for i in range(config.n_envs):
+            explorer.end_episode(i)
     try:
         while len(records) < config.eval_episodes:
-            obs, _, terminated, truncated, infos = envs.step(agent.act(obs, generator, epsilon))
+            goals = None
+            if explorer is not None:
+                goals = explorer.goal_vectors(explorer.suggest(unstack_infos(infos, config.n_envs)))
+            obs, _, terminated, truncated, infos = envs.step(agent.act(obs, generator, epsilon, goals))
             lengths += 1
             done = terminated | truncated
+            if explorer is not None:
+                _, finals = final_transition(obs, infos, done)
+                explorer.reward(finals)  # keeps the achieved goals out of the next suggestions
+                for i in np.flatnonzero(done):
+                    explorer.end_episode(int(i))
             if done.any():
                 _, finals = final_transition(obs, infos, done)
                 for i in np.flatnonzero(done)[: config.eval_episodes - len(records)]:
