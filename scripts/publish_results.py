@@ -4,8 +4,9 @@ recomputed from the copy.
 
     python scripts/publish_results.py ellm runs/ellm-cpu docs/results/data/ellm-cpu
 
-Per run folder it keeps config.json, done.json, explorer.json (if any) and every *.jsonl as
-*.jsonl.gz; checkpoints, TensorBoard logs and caches stay behind.
+Per run folder it keeps config.json, done.json, explorer.json and progress.csv (where present),
+every *.jsonl as *.jsonl.gz and every eval*/results.json (per-episode outcomes); checkpoints,
+TensorBoard logs, weights and caches stay behind.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def publish(runs: Path, data: Path) -> None:
         for lines in run.glob("*.jsonl"):
             with open(lines, "rb") as f, gzip.open(target / (lines.name + ".gz"), "wb", mtime=0) as g:
                 shutil.copyfileobj(f, g)
+        for results in run.glob("eval*/results.json"):  # evaluations: per-episode outcomes
+            (target / results.parent.name).mkdir(exist_ok=True)
+            shutil.copy(results, target / results.parent.name / "results.json")
 
 
 def main(recipe: str, runs: str, data: str) -> None:

@@ -169,7 +169,7 @@ PRESETS = {
                         imagination=ImaginationConfig(rephrase=5_600, easy=72_400, hard=1_680),
                         offline_real_episodes=6_400, gradient_steps=500_000, eval_episodes=111),
     # A 2-core CPU in about an hour (grounding: 3 epochs, ~30 min); see docs/results/kalm.md.
-    "cpu": KALMConfig(n_real_episodes=2000, grounding=GroundingConfig(episodes=2000, epochs=3),
+    "cpu": KALMConfig(n_real_episodes=6400, grounding=GroundingConfig(episodes=2000, epochs=3),
                       imagination=ImaginationConfig(rephrase=1000, easy=4000, hard=400), gradient_steps=20_000,
                       eval_episodes=100),
 }
