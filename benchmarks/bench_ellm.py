@@ -11,6 +11,13 @@
 3. One generate call of 16 goal prompts, with transformers' ``stop_strings`` and with ours.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_ellm.py --steps 800 --envs 8
+
+``--presets STEPS`` instead trains the ``cpu`` and ``paper`` presets' learners side by side for
+STEPS env steps each (the novelty method: no LM, whose cost is measured above and in the runs;
+replay capped at 20k so the paper preset fits in memory), and extrapolates each preset's full
+budget from its steps/s; it also prints the replay memory each preset's buffer size needs.
+
+    python benchmarks/bench_ellm.py --presets 4000
 """
 
 from __future__ import annotations
@@ -107,13 +114,43 @@ def label(trace, explorer, lazy_batch: int | None) -> float:
     return time.perf_counter() - start
 
 
+def preset_cost(steps: int) -> None:
+    """Steps/s of the cpu and paper presets' training loops, measured one after the other."""
+    from llmrl.config import replace
+    from llmrl.recipes.ellm import PRESETS, _goal_dim, _obs_shape, train_run
+
+    print("| preset | observation | learner | steps/s (train) | full budget | hours at that rate | "
+          "replay transitions | replay memory |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ("cpu", "paper"):
+        full = PRESETS[name]
+        config = replace(full, {"total_env_steps": steps, "eval_episodes": 0, "log_every": steps,
+                                "checkpoint_every": 10 * steps, "dqn.buffer_size": 20_000,
+                                "dqn.learning_starts": steps // 4})
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            train_run(config, "novelty", 1, Path(tmp) / "run", progress=False)
+            rate = steps / (time.perf_counter() - start)
+        # NStepReplay keeps obs and next_obs whole (uint8) and both goal vectors (float16)
+        per_transition = 2 * int(np.prod(_obs_shape(full))) + 4 * _goal_dim(full) + 20
+        memory = per_transition * full.dqn.buffer_size
+        learner = "CNN, goal-conditioned" if full.goal_conditioned else "MLP"
+        print(f"| {name} | {full.observation} | {learner} | {rate:.0f} | {full.total_env_steps:,} | "
+              f"{full.total_env_steps / rate / 3600:.1f} | {full.dqn.buffer_size:,} | {memory / 2**20:,.0f} MiB |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--lm-batch", type=int, default=16)
     parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--presets", type=int, default=0, metavar="STEPS",
+                        help="only time the cpu and paper presets' training for STEPS env steps each")
     args = parser.parse_args()
+    if args.presets:
+        preset_cost(args.presets)
+        return
 
     from llmrl.envs import crafter_text as ct
     from llmrl.lm import load_model

@@ -32,7 +32,7 @@ def publish(runs: Path, data: Path) -> None:
             if (run / name).exists():
                 shutil.copy(run / name, target / name)
         for lines in run.glob("*.jsonl"):
-            with open(lines, "rb") as f, gzip.open(target / (lines.name + ".gz"), "wb", mtime=0) as g:
+            with open(lines, "rb") as f, gzip.GzipFile(target / (lines.name + ".gz"), "wb", mtime=0) as g:
                 shutil.copyfileobj(f, g)
         for results in run.glob("eval*/results.json"):  # evaluations: per-episode outcomes
             (target / results.parent.name).mkdir(exist_ok=True)
