@@ -13,30 +13,23 @@ from pathlib import Path
 
 
 def main(run: str, step: str) -> None:
-    import gymnasium as gym
-
-    import llmrl.envs  # noqa: F401
-    from llmrl.agents.sb3 import SB3PolicyAgent
-    from llmrl.evaluation import evaluate, write_results
+    from llmrl.config import from_dict
+    from llmrl.evaluation import write_results
+    from llmrl.recipes.symbolic_ppo import (
+        SymbolicPPOConfig,
+        held_out_evaluation,
+        load_checkpoint,
+    )
 
     folder = Path(run)
-    config = json.loads((folder / "config.json").read_text())["config"]
+    config = from_dict(SymbolicPPOConfig, json.loads((folder / "config.json").read_text())["config"])
     ckpt = folder / "checkpoints" / f"step_{int(step):09d}.zip"
     if not ckpt.exists():
         raise SystemExit(f"{ckpt} not found: the run has no checkpoint at step {step}")
-    if config.get("memory"):
-        from sb3_contrib import RecurrentPPO as Algo
-    else:
-        from stable_baselines3 import PPO as Algo
-    model = Algo.load(ckpt, device="cpu")
-    label = f"{config['label']}@{int(step)}"
-    agent = SB3PolicyAgent(model, deterministic=False, name=label, seed=config["seed"])
-    result = evaluate(agent, lambda: gym.make(config["env_id"]), n_episodes=config["eval_episodes"],
-                      n_envs=min(config["n_envs"], config["eval_episodes"]), seed=config["eval_seed"],
-                      env_id=config["env_id"])
+    label = f"{config.label}@{int(step)}"
+    result = held_out_evaluation(load_checkpoint(config, ckpt), config, label)
     write_results([result], folder / f"eval-{int(step)}", meta={"checkpoint": str(ckpt), "deterministic": False})
     print(f"{label}: success {result.summary()['success_rate']:.2f}")
-
 
 if __name__ == "__main__":
     main(*sys.argv[1:3])

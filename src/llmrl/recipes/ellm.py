@@ -415,13 +415,14 @@ def evaluate_agent(agent: DQN, config: ELLMConfig, seed: int, path: Path, epsilo
             obs, _, terminated, truncated, infos = envs.step(agent.act(obs, generator, epsilon, goals))
             lengths += 1
             done = terminated | truncated
+            if explorer is None and not done.any():
+                continue
+            _, finals = final_transition(obs, infos, done)
             if explorer is not None:
-                _, finals = final_transition(obs, infos, done)
                 explorer.reward(finals)  # keeps the achieved goals out of the next suggestions
                 for i in np.flatnonzero(done):
                     explorer.end_episode(int(i))
             if done.any():
-                _, finals = final_transition(obs, infos, done)
                 for i in np.flatnonzero(done)[: config.eval_episodes - len(records)]:
                     unlocked = [a for a, u in zip(ct.ACHIEVEMENTS, finals[i]["achievements"]) if u]
                     records.append({"length": int(lengths[i]), "died": bool(terminated[i]), "unlocked": unlocked})
@@ -552,12 +553,15 @@ def paired_differences(methods: dict[str, Any], reference: str = "ellm") -> dict
     every headline metric: mean difference with a 95% t-interval over the seeds both have."""
     if reference not in methods:
         return {}
-    ref = {s["run"].rsplit("-s", 1)[1]: s for s in methods[reference]["seeds"]}
+    def seed(run: dict[str, Any]) -> str:
+        return run["run"].rsplit("-s", 1)[1]
+
+    ref = {seed(s): s for s in methods[reference]["seeds"]}
     out: dict[str, Any] = {}
     for method, entry in methods.items():
         if method == reference:
             continue
-        pairs = [(ref[s["run"].rsplit("-s", 1)[1]], s) for s in entry["seeds"] if s["run"].rsplit("-s", 1)[1] in ref]
+        pairs = [(ref[seed(s)], s) for s in entry["seeds"] if seed(s) in ref]
         if not pairs:
             continue
         out[method] = {"seeds": len(pairs)}

@@ -280,19 +280,29 @@ class _RunLog(BaseCallback):
         self.last_ckpt = steps
 
 
+def _algorithm(config: SymbolicPPOConfig) -> tuple[Any, str, dict[str, Any]]:
+    """SB3's PPO, or sb3-contrib's RecurrentPPO with ``memory``: (class, policy name, policy kwargs)."""
+    if not config.memory:
+        return PPO, "MultiInputPolicy", {}
+    from sb3_contrib import RecurrentPPO
+
+    return RecurrentPPO, "MultiInputLstmPolicy", {"lstm_hidden_size": config.lstm_hidden, "shared_lstm": True,
+                                                  "enable_critic_lstm": False}
+
+
+def load_checkpoint(config: SymbolicPPOConfig, path: str | os.PathLike[str], env: Any = None) -> Any:
+    """A run's SB3 checkpoint (``checkpoints/step_*.zip``) as the model class its config trains."""
+    algo, _, _ = _algorithm(config)
+    return algo.load(path, env=env, device=config.device)
+
+
 def _model(config: SymbolicPPOConfig, env: Any, seed: int, ckpts: list[tuple[int, Path]]) -> Any:
     """A new SB3 PPO (RecurrentPPO with ``memory``) with BabyAIFeatures, or the latest checkpoint's."""
-    algo: Any = PPO
-    policy, extra = "MultiInputPolicy", {}
-    if config.memory:
-        from sb3_contrib import RecurrentPPO
-
-        algo, policy = RecurrentPPO, "MultiInputLstmPolicy"
-        extra = {"lstm_hidden_size": config.lstm_hidden, "shared_lstm": True, "enable_critic_lstm": False}
     if ckpts:
-        model = algo.load(ckpts[-1][1], env=env, device=config.device)
+        model = load_checkpoint(config, ckpts[-1][1], env)
         model.set_random_seed(seed)
         return model
+    algo, policy, extra = _algorithm(config)
     p = config.ppo
     return algo(
         policy, env,
@@ -302,6 +312,16 @@ def _model(config: SymbolicPPOConfig, env: Any, seed: int, ckpts: list[tuple[int
         policy_kwargs={"features_extractor_class": BabyAIFeatures,
                        "features_extractor_kwargs": {"features_dim": config.features_dim},
                        "optimizer_kwargs": {"eps": p.adam_eps}, **extra},
+    )  # fmt: skip
+
+
+def held_out_evaluation(model: Any, config: SymbolicPPOConfig, label: str | None = None) -> Any:
+    """``model`` on the run's held-out levels (``eval_seed``, ``eval_episodes``), sampling its
+    actions as GLAM evaluates its LM policy; an :class:`llmrl.evaluation` result."""
+    agent = SB3PolicyAgent(model, deterministic=False, name=label or config.label, seed=config.seed)
+    return evaluate(
+        agent, lambda: gym.make(config.env_id), n_episodes=config.eval_episodes,
+        n_envs=min(config.n_envs, config.eval_episodes), seed=config.eval_seed, env_id=config.env_id,
     )  # fmt: skip
 
 
@@ -343,11 +363,7 @@ def run(config: SymbolicPPOConfig, out: str | os.PathLike[str], *, resume: bool 
     metrics: dict[str, Any] = {"env_steps": model.num_timesteps}
     files = {"progress": folder.path / "progress.csv"}
     if config.eval_episodes > 0:
-        agent = SB3PolicyAgent(model, deterministic=False, name=config.label, seed=config.seed)
-        result = evaluate(
-            agent, lambda: gym.make(config.env_id), n_episodes=config.eval_episodes,
-            n_envs=min(config.n_envs, config.eval_episodes), seed=config.eval_seed, env_id=config.env_id,
-        )  # fmt: skip
+        result = held_out_evaluation(model, config)
         ckpts = _checkpoints(folder.path)
         meta = {"recipe": RECIPE, "label": config.label, "env_steps": model.num_timesteps, "deterministic": False,
                 "checkpoint": str(ckpts[-1][1].relative_to(folder.path)) if ckpts else None}  # fmt: skip
