@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -108,9 +109,34 @@ def _convert(gguf_path: Path, out: Path) -> None:
             "supports common architectures (llama, gemma, qwen, ...); for others convert the model "
             "to a Hugging Face folder, or serve it with llama.cpp and use an 'openai:' URL."
         ) from e
+    check_tokenizer(tokenizer, gguf_path)
     # The weights are dequantized now; drop the GGUF quantizer so save_pretrained accepts them.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+# Any subword vocabulary splits this into roughly one token per word; a tokenizer rebuilt wrongly
+# from GGUF metadata falls back to single characters (transformers 5.17 does so for gemma-3).
+_PROBE = "Push the red ball to the left of the blue ball, then go forward and pick up the key."
+
+
+def check_tokenizer(tokenizer: Any, source: Path | str) -> None:
+    """Refuse a tokenizer that splits plain English into characters (a broken GGUF conversion).
+
+    A policy scored through such a tokenizer still runs, but every multi-letter action becomes a
+    long token sequence, so the shortest action wins almost every time: training goes nowhere
+    without an error. Better to stop at conversion time.
+    """
+    n = len(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+    if n > len(_PROBE) // 2:
+        import transformers
+
+        raise LMError(
+            f"transformers {transformers.__version__} rebuilt a character-level tokenizer from {source} "
+            f"({n} tokens for a {len(_PROBE)}-character sentence; a working one gives about "
+            f"{len(_PROBE.split())}). Upgrade transformers (5.24 converts gemma-3 correctly), or pass a "
+            "Hugging Face model folder whose tokenizer works."
+        )
