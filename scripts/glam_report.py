@@ -20,13 +20,15 @@ from llmrl.stats import t_interval
 BUDGET = 8192
 
 
-def fmt(values: list[float], digits: int = 2) -> str:
+def fmt(values: list[float], digits: int = 2, rate: bool = True) -> str:
+    """Mean [95% t-interval] over seeds, clipped at 0 (and at 1 for a success rate)."""
     values = [v for v in values if v is not None]
     if not values:
         return "–"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     mean, lo, hi = t_interval(values)
+    lo, hi = max(lo, 0.0), min(hi, 1.0) if rate else hi
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
@@ -65,9 +67,9 @@ def main(root: str, png: str | None = None) -> None:
         reached = [e for e in eight if e is not None]
         seeds = lambda xs: " / ".join("–" if x is None else f"{x:,.0f}" for x in xs)  # noqa: E731
         print(f"| {label} | {len(group)} | {seeds(half)} | {seeds(eight)} | "
-              f"{fmt(reached, 0) if len(reached) == len(group) else '–'} | {fmt(at_budget)} | {held} |")
+              f"{fmt(reached, 0, rate=False) if len(reached) == len(group) else '–'} | {fmt(at_budget)} | {held} |")
     if png:
-        plot_runs(runs, png, metric="success_rate", window=100)
+        plot_runs(runs, png, metric="success_rate", window=100, max_steps=4 * BUDGET)
         print(f"\nwrote {png}")
 
 

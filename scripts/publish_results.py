@@ -4,7 +4,8 @@ recomputed from the copy.
 
     python scripts/publish_results.py ellm runs/ellm-cpu docs/results/data/ellm-cpu
 
-Per run folder it keeps config.json, done.json, explorer.json and progress.csv (where present),
+Per run folder (one with config.json and progress.csv) it keeps config.json, done.json,
+explorer.json, progress.csv and device.json (where present),
 every *.jsonl as *.jsonl.gz and every eval*/results.json (per-episode outcomes); checkpoints,
 TensorBoard logs, weights and caches stay behind.
 """
@@ -17,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-KEEP = ("config.json", "done.json", "explorer.json", "progress.csv")
+KEEP = ("config.json", "done.json", "explorer.json", "progress.csv", "device.json")
 
 
 def publish(runs: Path, data: Path) -> None:
@@ -25,7 +26,9 @@ def publish(runs: Path, data: Path) -> None:
     for name in ("config.json", "summary.json"):
         if (runs / name).exists():
             shutil.copy(runs / name, data / name)
-    for run in sorted(p for p in runs.iterdir() if (p / "done.json").exists()):
+    for run in sorted(p for p in runs.iterdir() if (p / "config.json").exists() and (p / "progress.csv").exists()):
+        if not (run / "done.json").exists():
+            print(f"note: {run.name} has no done.json (unfinished or cut short): published as it stands")
         target = data / run.name
         target.mkdir(exist_ok=True)
         for name in KEEP:

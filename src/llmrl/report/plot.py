@@ -354,9 +354,10 @@ def _new_figure(n_panels: int, ncols: int = 3, size: tuple[float, float] = (5.0,
 
 def plot_runs(runs: Sequence[Run], out_png: str | Path, metric: str = "success_rate",
               references: Sequence[dict[str, Any] | str | Path] = (), window: float | None = None,
-              title: str | None = None) -> Path:
+              title: str | None = None, max_steps: float | None = None) -> Path:
     """One panel per env_id: per label, the mean over seeds with a shaded band; references
-    (``llmrl eval`` results) as horizontal lines with their Wilson interval, on matching envs."""
+    (``llmrl eval`` results) as horizontal lines with their Wilson interval, on matching envs.
+    ``max_steps`` cuts the x axis (runs of very different lengths on one panel)."""
     refs = _as_summaries(references)
     all_series = series(runs, metric, window)
     env_ids = sorted({s.env_id for s in all_series})
@@ -389,6 +390,8 @@ def plot_runs(runs: Sequence[Run], out_png: str | Path, metric: str = "success_r
         ax.set_xlabel("env steps")
         ax.set_ylabel(metric.replace("_", " "))
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        if max_steps:
+            ax.set_xlim(0, max_steps)
         if metric == "success_rate":
             ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
