@@ -48,6 +48,8 @@ def test_bad_settings_name_the_problem():
         kalm.config_from("cpu", imaginary_filter="best")
     with pytest.raises(ValueError, match="valid are"):
         kalm.config_from("cpu", n_episodes=3)
+    with pytest.raises(ValueError, match="choose from greedy, sampled"):
+        kalm.config_from("cpu", eval_policies=("argmax",))
 
 
 def test_projection_keeps_balls_on_the_table_and_within_a_push():
@@ -107,8 +109,8 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
     assert all(kalm.plausibility([e])["off_table"] == 0 for e in imagined)  # projected onto the table
 
     results = json.loads((dirs["evaluate"] / "results.json").read_text())
-    runs = {f"{enc}-bc{data}-s0@100" for enc in ("bow", "lm-mean")
-            for data in ("", "+kalm-rephrase", "+kalm-easy", "+kalm-hard")}
+    runs = {f"{enc}-bc{data}-s0{policy}@100" for enc in ("bow", "lm-mean")
+            for data in ("", "+kalm-rephrase", "+kalm-easy", "+kalm-hard") for policy in ("", "~sampled")}
     assert set(results) == {"random", "expert", "grounded-lm"} | runs
     assert set(results["bow-bc-s0@100"]) == {"seen", "rephrase", "easy", "hard"}
     assert set(results["bow-bc+kalm-easy-s0@100"]) == {"seen", "easy"}
@@ -121,7 +123,8 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
     mtimes = {s: (d / "done.json").stat().st_mtime for s, d in dirs.items()}
     assert main(["train", "kalm", "--out", str(out), *tiny_flags()]) == 0
     assert {s: (d / "done.json").stat().st_mtime for s, d in dirs.items()} == mtimes
-    assert "| bow bc+KALM |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| bow bc+KALM |" in table and "| bow bc+KALM (sampled) |" in table and "| lm-mean bc (sampled) |" in table
 
     # A changed offline setting redoes training and evaluation only.
     assert main(["train", "kalm", "--stage", "train", "--out", str(out), "--quiet", *tiny_flags(gradient_steps=50)]) == 0

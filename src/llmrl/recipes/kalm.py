@@ -24,6 +24,7 @@ it, and an interrupted stage resumes from its checkpoint.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -46,6 +47,7 @@ STAGE_NAMES = ("collect", "ground", "imagine", "train", "evaluate")
 NOVEL_LEVELS = ("rephrase", "easy", "hard")
 OFFLINE_ALGOS = ("bc", "cql", "iql")  # llmrl.rl.offline.ALGOS, named here so a config needs no torch
 GOAL_ENCODERS = ("minilm", "lm-mean", "bow")
+POLICY_SUFFIX = {"greedy": "", "sampled": "~sampled"}  # result keys: <run><suffix>@<step>
 DATASETS = ("real", *NOVEL_LEVELS)  # real alone, or real + one level's imagined rollouts (KALM's code)
 
 
@@ -132,10 +134,18 @@ class KALMConfig:
     """Seed of the first evaluation episode; all agents see the same goals and initial states."""
     eval_lm_policy: bool = True
     """Also evaluate the grounded LM itself as a closed-loop policy (greedy actions, real states fed back)."""
+    eval_policies: tuple[str, ...] = ("greedy", "sampled")
+    """How the offline agents act when evaluated: greedy (KALM: d3rlpy's ``predict``) and/or
+    sampled from the softmax of their scores (greedy ones get stuck repeating a push that changes
+    nothing; see docs/results/kalm.md). Sampled results are keyed ``<run>~sampled@<step>``."""
 
     def __post_init__(self) -> None:
         self.algos, self.offline_seeds = tuple(self.algos), tuple(int(s) for s in self.offline_seeds)
         self.goal_encoders = tuple(self.goal_encoders)
+        self.eval_policies = tuple(self.eval_policies)
+        bad = [p for p in self.eval_policies if p not in POLICY_SUFFIX]
+        if bad or not self.eval_policies:
+            raise ValueError(f"unknown evaluation policy {bad}: choose from {', '.join(POLICY_SUFFIX)}")
         bad = [a for a in self.algos if a not in OFFLINE_ALGOS]
         if bad or not self.algos:
             raise ValueError(f"unknown offline algorithm(s) {bad}: choose from {', '.join(OFFLINE_ALGOS)}")
@@ -168,10 +178,12 @@ PRESETS = {
     "paper": KALMConfig(n_real_episodes=100_000, grounding=GroundingConfig(episodes=100_000, epochs=10),
                         imagination=ImaginationConfig(rephrase=5_600, easy=72_400, hard=1_680),
                         offline_real_episodes=6_400, gradient_steps=500_000, eval_episodes=111),
-    # A 2-core CPU in about an hour (grounding: 3 epochs, ~30 min); see docs/results/kalm.md.
+    # A 2-core CPU: grounding alone takes about an hour of both cores; see docs/results/kalm.md.
+    # Offline settings chosen on the seen level only (scripts/kalm_tune_offline.py): CQL learns
+    # faster at lr 3e-4 than at KALM's 6.25e-5, and both learners still gain past 20k steps.
     "cpu": KALMConfig(n_real_episodes=6400, grounding=GroundingConfig(episodes=2000, epochs=3),
-                      imagination=ImaginationConfig(rephrase=1000, easy=4000, hard=400), gradient_steps=20_000,
-                      eval_episodes=100),
+                      imagination=ImaginationConfig(rephrase=1000, easy=4000, hard=400), gradient_steps=40_000,
+                      cql_learning_rate=3e-4, eval_episodes=100),
 }
 
 
@@ -187,12 +199,12 @@ STAGE_FIELDS = {
     "imagine": ("seed", "imagination"),
     "train": ("algos", "offline_seeds", "goal_encoders", "gradient_steps", "bc_learning_rate", "cql_learning_rate",
               "snapshots", "offline_real_episodes", "mix_ratio", "imaginary_filter"),
-    "evaluate": ("eval_episodes", "eval_seed", "eval_lm_policy"),
+    "evaluate": ("eval_episodes", "eval_seed", "eval_lm_policy", "eval_policies"),
 }
 UPSTREAM = {"collect": (), "ground": ("collect",), "imagine": ("ground",), "train": ("collect", "imagine"),
             "evaluate": ("train", "ground")}
 # Bump when a stage's code changes what it produces, so old artifacts are not reused.
-STAGE_VERSION = {"collect": 1, "ground": 2, "imagine": 3, "train": 3, "evaluate": 3}
+STAGE_VERSION = {"collect": 1, "ground": 2, "imagine": 3, "train": 3, "evaluate": 4}
 # Settings that cannot change a stage's result; they stay out of its key.
 BOOKKEEPING = {"grounding": ("checkpoint_every", "log_every"), "imagination": ("batch_size",)}
 
@@ -709,10 +721,13 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = 
     for encoder, algo, data, seed in offline_runs(config):
         name = run_name(encoder, algo, data, seed)
         for snap in snapshot_paths(trained / name)[-config.snapshots:]:
-            def act(obs, goals, starts, agent=OfflineAgent.load(snap), vectors=emb[encoder]):
-                return agent.act(obs, np.stack([vectors[g.text] for g in goals]))
+            agent = OfflineAgent.load(snap)
+            for policy in config.eval_policies:
+                def act(obs, goals, starts, agent=agent, vectors=emb[encoder], greedy=policy == "greedy",
+                        rng=np.random.default_rng(config.eval_seed)):
+                    return agent.act(obs, np.stack([vectors[g.text] for g in goals]), greedy=greedy, rng=rng)
 
-            agents[f"{name}@{int(snap.stem.split('_')[1])}"] = (act, evaluated_levels(data))
+                agents[f"{name}{POLICY_SUFFIX[policy]}@{int(snap.stem.split('_')[1])}"] = (act, evaluated_levels(data))
     if config.eval_lm_policy:
         grounded = None
 
@@ -779,22 +794,21 @@ def summarise(config: KALMConfig, results: dict[str, dict[str, list[bool]]]) -> 
         mean, low, high = t_interval(values)
         return {"mean": mean, "low": max(0.0, low), "high": min(1.0, high), "per_seed": values}
 
-    for encoder in config.goal_encoders:
-        for algo in config.algos:
-            real = [runs[run_name(encoder, algo, "real", s)] for s in config.offline_seeds
-                    if run_name(encoder, algo, "real", s) in runs]
-            if real:
-                row = {lv: cell([r[lv] for r in real]) for lv in LEVELS}
-                row["novel"] = cell([float(np.mean([r[lv] for lv in NOVEL_LEVELS])) for r in real])
-                table[f"{encoder} {algo}"] = row
-            seeds = [s for s in config.offline_seeds
-                     if all(run_name(encoder, algo, lv, s) in runs for lv in NOVEL_LEVELS)]
-            if seeds:
-                kalm = [{lv: runs[run_name(encoder, algo, lv, s)] for lv in NOVEL_LEVELS} for s in seeds]
-                row = {"seen": cell([float(np.mean([k[lv]["seen"] for lv in NOVEL_LEVELS])) for k in kalm])}
-                row.update({lv: cell([k[lv][lv] for k in kalm]) for lv in NOVEL_LEVELS})
-                row["novel"] = cell([float(np.mean([k[lv][lv] for lv in NOVEL_LEVELS])) for k in kalm])
-                table[f"{encoder} {algo}+KALM"] = row
+    for policy, encoder, algo in itertools.product(config.eval_policies, config.goal_encoders, config.algos):
+        key = lambda data, s: run_name(encoder, algo, data, s) + POLICY_SUFFIX[policy]  # noqa: E731
+        tail = "" if policy == "greedy" else f" ({policy})"
+        real = [runs[key("real", s)] for s in config.offline_seeds if key("real", s) in runs]
+        if real:
+            row = {lv: cell([r[lv] for r in real]) for lv in LEVELS}
+            row["novel"] = cell([float(np.mean([r[lv] for lv in NOVEL_LEVELS])) for r in real])
+            table[f"{encoder} {algo}{tail}"] = row
+        seeds = [s for s in config.offline_seeds if all(key(lv, s) in runs for lv in NOVEL_LEVELS)]
+        if seeds:
+            kalm = [{lv: runs[key(lv, s)] for lv in NOVEL_LEVELS} for s in seeds]
+            row = {"seen": cell([float(np.mean([k[lv]["seen"] for lv in NOVEL_LEVELS])) for k in kalm])}
+            row.update({lv: cell([k[lv][lv] for k in kalm]) for lv in NOVEL_LEVELS})
+            row["novel"] = cell([float(np.mean([k[lv][lv] for lv in NOVEL_LEVELS])) for k in kalm])
+            table[f"{encoder} {algo}+KALM{tail}"] = row
     return table
 
 
