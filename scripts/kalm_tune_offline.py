@@ -68,7 +68,8 @@ def main() -> None:
     if args.encoder == "oracle":
         spec_of = {ep.goal: ep.infos["goal_spec"] for ep in data.episodes}
         real_emb = np.stack([oracle_vector(goal_from_spec(spec_of[g])) for g in data.goals()])
-        emb = {goal_from_spec(spec).text: oracle_vector(goal_from_spec(spec)) for spec, _ in cases}
+        goals = [goal_from_spec(spec) for spec, _ in cases]
+        emb = {g.text: oracle_vector(g) for g in goals}
     else:
         cache = out / f"goal_embeddings-{args.encoder}.npz"
         real_emb = embed_goals(data.goals(), cache, args.encoder)
