@@ -7,7 +7,10 @@ Prints, next to the reference numbers measured on KALM's 898 toy transitions (ka
 - the share of random-policy steps that move another ball by more than 0.05 (chain pushes;
   reference 24–54% depending on direction);
 - env steps per second over random actions, unwrapped (goal ≥ 500 /s, one thread);
-- the expert's success rate on seen goals within 50 steps at epsilon 0 (goal ≥ 85%).
+- the expert's success rate on seen goals within 50 steps at epsilon 0 (goal ≥ 85%);
+- evaluation-style replay (several agents on the same held-out episodes) with the push memo on
+  and off, side by side: agents stuck on one push per episode (what a greedy offline agent
+  does) and agents pushing at random (no repeats: the memo's overhead).
 
     OMP_NUM_THREADS=1 python -u benchmarks/bench_clevr_robot.py
 """
@@ -103,6 +106,38 @@ def steps_per_second(n_steps: int, seed: int) -> None:
     print(f"env steps/s over {n_steps} random actions (resets included): {n_steps / seconds:.0f}  (goal >= 500)")
 
 
+def replay_speed(n_episodes: int, n_agents: int, seed: int) -> None:
+    from llmrl.envs import clevr_robot
+
+    env = ClevrRobotEnv(goal_level="seen")
+    starts = [env.reset(seed=seed + i)[1]["goal"] for i in range(n_episodes)]
+    starts = [(goal, sample_positions(np.random.default_rng(seed + i))) for i, goal in enumerate(starts)]
+
+    def evaluate(stuck: bool) -> float:
+        steps, began = 0, time.perf_counter()
+        for agent in range(n_agents):
+            rng = np.random.default_rng(agent)
+            for goal, positions in starts:
+                env.reset(options={"goal": goal, "positions": positions})
+                fixed, done = int(rng.integers(N_ACTIONS)), False
+                while not done:
+                    _, _, terminated, truncated, _ = env.step(fixed if stuck else int(rng.integers(N_ACTIONS)))
+                    steps, done = steps + 1, terminated or truncated
+        return steps / (time.perf_counter() - began)
+
+    size = clevr_robot.PUSH_MEMO_SIZE
+    for stuck in (True, False):
+        rates = {}
+        for memo in (False, True):
+            clevr_robot._PUSH_MEMO.clear()
+            clevr_robot.PUSH_MEMO_SIZE = size if memo else 0
+            rates[memo] = evaluate(stuck)
+        clevr_robot.PUSH_MEMO_SIZE = size
+        kind = "stuck on one push" if stuck else "random pushes"
+        print(f"replay, {n_agents} agents x {n_episodes} episodes, {kind}: {rates[False]:.0f} steps/s without the "
+              f"push memo, {rates[True]:.0f} with it: {rates[True] / rates[False]:.2f}x")
+
+
 def expert_success(level: str, n_episodes: int, seed: int, epsilon: float = 0.0) -> None:
     env = ClevrRobotEnv(goal_level=level)
     expert = ClevrExpert(epsilon=epsilon)
@@ -136,10 +171,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5000, help="random env steps for the speed measurement")
     parser.add_argument("--episodes", type=int, default=200, help="expert episodes per level")
     parser.add_argument("--levels", nargs="+", default=["seen", "easy", "hard"], help="goal levels for the expert")
+    parser.add_argument("--replay-episodes", type=int, default=50, help="held-out episodes each replaying agent plays")
+    parser.add_argument("--replay-agents", type=int, default=4, help="agents replayed on the same episodes")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     push_statistics(args.states, np.random.default_rng(args.seed))
     steps_per_second(args.steps, args.seed)
+    replay_speed(args.replay_episodes, args.replay_agents, args.seed)
     for level in args.levels:
         expert_success(level, args.episodes, args.seed)
 

@@ -130,3 +130,20 @@ def test_kalm_all_runs_end_to_end_and_a_rerun_skips_finished_stages(tmp_path, ca
     assert main(["train", "kalm", "--stage", "train", "--out", str(out), "--quiet", *tiny_flags(gradient_steps=50)]) == 0
     assert len(list(out.glob("collect-*"))) == 1 and len(list(out.glob("ground-*"))) == 1
     assert len(list(out.glob("train-*"))) == 2
+
+    # Offline runs in two worker processes give the same agents and the same results as in one.
+    import shutil
+
+    import torch
+
+    shutil.copytree(dirs["train"], tmp_path / "train")
+    shutil.rmtree(dirs["evaluate"])
+    dirs["evaluate"].mkdir()  # an interrupted evaluation that had done only the single agents
+    (dirs["evaluate"] / "partial.json").write_text(json.dumps({k: results[k] for k in kalm.SINGLE_AGENTS}))
+    for done in [dirs["train"] / "done.json", *dirs["train"].glob("*-s0")]:  # keep the goal vectors
+        shutil.rmtree(done) if done.is_dir() else done.unlink()
+    assert main(["train", "kalm", "--out", str(out), "--quiet", "--resume", *tiny_flags(), "--workers", "2"]) == 0
+    for run in (tmp_path / "train").glob("*-s0"):
+        before, after = (torch.load(d / "agent.pt", weights_only=True)["nets"] for d in (run, dirs["train"] / run.name))
+        assert all(torch.equal(before[k], after[k]) for k in before), run.name
+    assert json.loads((dirs["evaluate"] / "results.json").read_text()) == results

@@ -37,6 +37,8 @@ success and truncates after the goal's ``max_steps`` (50, or 1 for the easy leve
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -143,12 +145,22 @@ def scene_xml() -> str:
 """
 
 
+# Pushes already simulated, (positions bytes, action) -> new positions, least recently used first.
+# A push is a pure function of its inputs, and evaluation replays the same ones many times: every
+# agent starts from the same held-out states, and a stuck greedy agent repeats one push to the end.
+PUSH_MEMO_SIZE = 1 << 16  # about 25 MB
+_PUSH_MEMO: OrderedDict[tuple[bytes, int], np.ndarray] = OrderedDict()
+_PUSH_MEMO_LOCK = threading.Lock()  # environments may step in threads
+
+
 class PushSimulator:
     """One MuJoCo model and data; :meth:`push` maps ball positions and an action to new positions.
 
     qpos is ``[x0, y0, …, x4, y4, pusher_x, pusher_y]`` (each body sits at the origin), so the
     observation is ``qpos[:10]``. Every push starts from ``mj_resetData``, which also clears the
-    solver's warm start: the result depends on the positions and the action only.
+    solver's warm start: the result depends on the positions and the action only, so results are
+    remembered (``PUSH_MEMO_SIZE`` of them, shared by all simulators) and a repeated push costs a
+    lookup.
     """
 
     def __init__(self) -> None:
@@ -160,6 +172,21 @@ class PushSimulator:
         if not 0 <= action < N_ACTIONS:
             raise ValueError(f"action {action} out of range: expected 0..{N_ACTIONS - 1} (ball * 8 + direction)")
         positions = np.asarray(positions, dtype=np.float64)
+        key = (positions.tobytes(), action)
+        with _PUSH_MEMO_LOCK:
+            known = _PUSH_MEMO.get(key)
+            if known is not None:
+                _PUSH_MEMO.move_to_end(key)
+                return known.copy()
+        new = self.simulate(positions, action)
+        with _PUSH_MEMO_LOCK:
+            _PUSH_MEMO[key] = new.copy()
+            if len(_PUSH_MEMO) > PUSH_MEMO_SIZE:
+                _PUSH_MEMO.popitem(last=False)
+        return new
+
+    def simulate(self, positions: np.ndarray, action: int) -> np.ndarray:
+        """One push in MuJoCo, never remembered (``push`` checks its arguments and remembers)."""
         ball, k = divmod(action, N_DIRECTIONS)
         direction = PUSH_DIRECTIONS[k]
         m, d = self.model, self.data

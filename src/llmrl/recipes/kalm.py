@@ -138,6 +138,10 @@ class KALMConfig:
     """How the offline agents act when evaluated: greedy (KALM: d3rlpy's ``predict``) and/or
     sampled from the softmax of their scores (greedy ones get stuck repeating a push that changes
     nothing; see docs/results/kalm.md). Sampled results are keyed ``<run>~sampled@<step>``."""
+    # -- both
+    workers: int = 1
+    """Processes that train and evaluate offline agents side by side (llmrl.workers; one torch
+    thread each, so results do not depend on it): set it to the cores you can spare."""
 
     def __post_init__(self) -> None:
         self.algos, self.offline_seeds = tuple(self.algos), tuple(int(s) for s in self.offline_seeds)
@@ -167,6 +171,8 @@ class KALMConfig:
         if not 0 <= self.offline_real_episodes <= self.n_real_episodes:
             raise ValueError(f"offline_real_episodes must be in [0, n_real_episodes = {self.n_real_episodes}] "
                              f"(0 = all), got {self.offline_real_episodes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1 (processes for offline runs), got {self.workers}")
         if min(self.n_real_episodes, len(self.offline_seeds), self.gradient_steps, self.eval_episodes) < 1:
             raise ValueError("n_real_episodes, offline_seeds, gradient_steps and eval_episodes must be positive")
 
@@ -180,10 +186,11 @@ PRESETS = {
                         offline_real_episodes=6_400, gradient_steps=500_000, eval_episodes=111),
     # A 2-core CPU: grounding alone takes about an hour of both cores; see docs/results/kalm.md.
     # Offline settings chosen on the seen level only (scripts/kalm_tune_offline.py): CQL learns
-    # faster at lr 3e-4 than at KALM's 6.25e-5, and both learners still gain past 20k steps.
+    # faster at lr 3e-4 than at KALM's 6.25e-5. 20k steps: BC has peaked by then; CQL still gains
+    # (sampled 0.53 → 0.64 at 40k) but 40k doubles the 48-run train stage (~70 min on 2 cores).
     "cpu": KALMConfig(n_real_episodes=6400, grounding=GroundingConfig(episodes=2000, epochs=3),
-                      imagination=ImaginationConfig(rephrase=1000, easy=4000, hard=400), gradient_steps=40_000,
-                      cql_learning_rate=3e-4, eval_episodes=100),
+                      imagination=ImaginationConfig(rephrase=1000, easy=4000, hard=400), gradient_steps=20_000,
+                      cql_learning_rate=3e-4, eval_episodes=100, workers=2),
 }
 
 
@@ -590,17 +597,20 @@ def offline_config(config: KALMConfig, algo: str, seed: int) -> Any:
                    learning_rate=rate or base.learning_rate, snapshots=config.snapshots)
 
 
-def train(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
-          progress: bool = True) -> RunResult:
-    """Stage 4: goal-conditioned offline RL on real data, and on real + each level's imaginary
-    data (1:1 per batch), for every goal encoder → ``<run>/agent.pt`` and ``<run>/snapshots/``."""
-    from llmrl.data import EpisodeDataset
-    from llmrl.rl.offline import train_offline
+# A process's copy of what its offline runs read (the train stage's inputs, or the evaluation
+# episodes and goal vectors), loaded once per worker by _load_offline_data / _load_evaluation.
+_LOADED: dict[str, Any] = {}
 
-    path, done = open_stage(out, config, "train", resume)
-    if done:
-        return _result(path)
-    started = time.time()
+
+def _load_offline_data(config: KALMConfig, out: str) -> None:
+    """Real transitions, each level's imaginary transitions and their goal vectors per encoder
+    (computed and cached in the stage folder by the first process to need them)."""
+    from llmrl.data import EpisodeDataset
+
+    key = ("train", out, stage_key(config, "train"))
+    if _LOADED.get("key") == key:
+        return
+    path = stage_dir(out, config, "train")
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
     real = real[: config.offline_real_episodes or len(real)].transitions()
     imagined = EpisodeDataset.load(require(out, config, "imagine") / "imaginary.npz")
@@ -612,21 +622,50 @@ def train(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = Fal
         raise ValueError(f"no imagined rollouts to train on for {', '.join(empty)} (none made, or all dropped or "
                          "filtered out): imagine more, raise imagination.drop_beyond, or use imaginary_filter='all'")
     imaginary = {lv: d.transitions() for lv, d in per_level.items()}
+    vectors = {}
     for encoder in config.goal_encoders:
         cache = path / f"goal_embeddings-{encoder}.npz"
-        real_emb = embed_goals(real.goals, cache, encoder, config.grounding.model)
-        imag_emb = {lv: embed_goals(t.goals, cache, encoder, config.grounding.model) for lv, t in imaginary.items()}
-        for _, algo, data, seed in [r for r in offline_runs(config) if r[0] == encoder]:
-            run = path / run_name(encoder, algo, data, seed)
-            if (run / "agent.pt").exists():
-                continue
-            _log(f"train {run.name}: {config.gradient_steps} steps", progress)
-            train_offline(offline_config(config, algo, seed), real, real_emb,
-                          imaginary=imaginary.get(data), imaginary_goal_embeddings=imag_emb.get(data), out_dir=run,
-                          resume=True)
+        vectors[encoder, "real"] = embed_goals(real.goals, cache, encoder, config.grounding.model)
+        for lv, t in imaginary.items():
+            vectors[encoder, lv] = embed_goals(t.goals, cache, encoder, config.grounding.model)
+    _LOADED.clear()
+    _LOADED.update(key=key, real=real, imaginary=imaginary, vectors=vectors)
+
+
+def _train_run(config: KALMConfig, out: str, encoder: str, algo: str, data: str, seed: int) -> str:
+    """One offline RL run of the train stage (in whichever process ``run_jobs`` puts it)."""
+    from llmrl.rl.offline import train_offline
+
+    _load_offline_data(config, out)
+    run = stage_dir(out, config, "train") / run_name(encoder, algo, data, seed)
+    imaginary = _LOADED["imaginary"].get(data)
+    train_offline(offline_config(config, algo, seed), _LOADED["real"], _LOADED["vectors"][encoder, "real"],
+                  imaginary=imaginary, imaginary_goal_embeddings=None if imaginary is None else _LOADED["vectors"][encoder, data],
+                  out_dir=run, resume=True)
+    return run.name
+
+
+def train(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
+          progress: bool = True) -> RunResult:
+    """Stage 4: goal-conditioned offline RL on real data, and on real + each level's imaginary
+    data (1:1 per batch), for every goal encoder → ``<run>/agent.pt`` and ``<run>/snapshots/``;
+    ``config.workers`` runs side by side."""
+    from llmrl.workers import run_jobs
+
+    path, done = open_stage(out, config, "train", resume)
+    if done:
+        return _result(path)
+    started = time.time()
+    _load_offline_data(config, str(out))  # here first: goal vectors are computed once, then cached
+    todo = [r for r in offline_runs(config) if not (path / run_name(*r) / "agent.pt").exists()]
+    _log(f"train: {len(todo)} offline runs of {config.gradient_steps} steps, {config.workers} at a time", progress)
+    for _, name in run_jobs(_train_run, [(config, str(out), *r) for r in todo], config.workers,
+                            setup=_load_offline_data, setup_args=(config, str(out))):
+        _log(f"trained {name}", progress)
     return mark_done(path, config, "train", {"runs": [run_name(*r) for r in offline_runs(config)],
-                                             "real_transitions": len(real.actions),
-                                             "imaginary_transitions": {lv: len(t.actions) for lv, t in imaginary.items()}},
+                                             "real_transitions": len(_LOADED["real"].actions),
+                                             "imaginary_transitions": {lv: len(t.actions) for lv, t in
+                                                                       _LOADED["imaginary"].items()}},
                      started)
 
 
@@ -689,13 +728,46 @@ def evaluated_levels(data: str) -> tuple[str, ...]:
     return LEVELS if data == "real" else ("seen", data)
 
 
+def _load_evaluation(config: KALMConfig, out: str) -> None:
+    """The held-out episodes of every level and their goals' vectors per encoder."""
+    key = ("evaluate", out, stage_key(config, "evaluate"))
+    if _LOADED.get("key") == key:
+        return
+    trained = require(out, config, "train")
+    cases = {level: evaluation_episodes(config, level) for level in LEVELS}
+    texts = sorted({goal_from_spec(spec).text for level in LEVELS for spec, _ in cases[level]})
+    vectors = {enc: dict(zip(texts, embed_goals(texts, trained / f"goal_embeddings-{enc}.npz", enc,
+                                                config.grounding.model))) for enc in config.goal_encoders}
+    _LOADED.clear()
+    _LOADED.update(key=key, cases=cases, vectors=vectors)
+
+
+def _evaluate_snapshot(config: KALMConfig, snapshot: str, encoder: str, data: str,
+                       keys: dict[str, str]) -> dict[str, dict[str, list[bool]]]:
+    """One offline agent acting greedily and/or sampled (``keys``: policy → result key) on the
+    levels it is judged on; each policy's sampling rng starts afresh, so results do not depend on
+    which process or order evaluates them."""
+    from llmrl.rl.offline import OfflineAgent
+
+    agent = OfflineAgent.load(Path(snapshot))
+    vectors = _LOADED["vectors"][encoder]
+    scores = {}
+    for policy, key in keys.items():
+        def act(obs, goals, starts, greedy=policy == "greedy", rng=np.random.default_rng(config.eval_seed)):
+            return agent.act(obs, np.stack([vectors[g.text] for g in goals]), greedy=greedy, rng=rng)
+
+        scores[key] = {lv: run_episodes(act, _LOADED["cases"][lv]).tolist() for lv in evaluated_levels(data)}
+    return scores
+
+
 def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = False,
              progress: bool = True) -> RunResult:
     """Stage 5: success per goal level of every snapshot of every trained agent, of the grounded
     LM as a policy, and of random and expert references → ``results.json`` (``name`` or
     ``name@step`` → level → one outcome per episode)."""
     from llmrl.envs.clevr_expert import ClevrExpert
-    from llmrl.rl.offline import OfflineAgent, snapshot_paths
+    from llmrl.rl.offline import snapshot_paths
+    from llmrl.workers import run_jobs
 
     path, done = open_stage(out, config, "evaluate", resume)
     if done:  # the table is re-derived from the raw results, so it follows summarise()
@@ -706,10 +778,8 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = 
     trained = require(out, config, "train")
     partial = path / "partial.json"
     results: dict[str, dict[str, list[bool]]] = json.loads(partial.read_text()) if partial.exists() else {}
-    cases = {level: evaluation_episodes(config, level) for level in LEVELS}
-    texts = sorted({goal_from_spec(spec).text for level in LEVELS for spec, _ in cases[level]})
-    emb = {enc: dict(zip(texts, embed_goals(texts, trained / f"goal_embeddings-{enc}.npz", enc, config.grounding.model)))
-           for enc in config.goal_encoders}
+    _load_evaluation(config, str(out))  # here first: goal vectors are computed once, then cached
+    cases = _LOADED["cases"]
 
     rng = np.random.default_rng(config.eval_seed)
     expert = ClevrExpert(epsilon=0.0)
@@ -718,16 +788,19 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = 
         "expert": (lambda obs, goals, starts: np.array([expert.act(o, g, s, rng) for o, g, s in zip(obs, goals, starts)]),
                    LEVELS),
     }
+    jobs = []
     for encoder, algo, data, seed in offline_runs(config):
         name = run_name(encoder, algo, data, seed)
         for snap in snapshot_paths(trained / name)[-config.snapshots:]:
-            agent = OfflineAgent.load(snap)
-            for policy in config.eval_policies:
-                def act(obs, goals, starts, agent=agent, vectors=emb[encoder], greedy=policy == "greedy",
-                        rng=np.random.default_rng(config.eval_seed)):
-                    return agent.act(obs, np.stack([vectors[g.text] for g in goals]), greedy=greedy, rng=rng)
-
-                agents[f"{name}{POLICY_SUFFIX[policy]}@{int(snap.stem.split('_')[1])}"] = (act, evaluated_levels(data))
+            keys = {p: f"{name}{POLICY_SUFFIX[p]}@{int(snap.stem.split('_')[1])}" for p in config.eval_policies}
+            if any(lv not in results.get(k, {}) for k in keys.values() for lv in evaluated_levels(data)):
+                jobs.append((config, str(snap), encoder, data, keys))
+    for _, scores in run_jobs(_evaluate_snapshot, jobs, config.workers, setup=_load_evaluation,
+                              setup_args=(config, str(out))):
+        for key, levels in scores.items():
+            results.setdefault(key, {}).update(levels)
+            _log(f"evaluate {key}: " + ", ".join(f"{lv} {np.mean(v):.2f}" for lv, v in levels.items()), progress)
+        atomic_write_json(partial, results)
     if config.eval_lm_policy:
         grounded = None
 
