@@ -45,7 +45,7 @@ def publish(runs: Path, data: Path) -> None:
 
 def publish_kalm(runs: Path, data: Path) -> None:
     """A KALM output folder (one sub-folder per stage): every stage's done.json (its full
-    configuration and summary), the imagination's quality.json, each offline run's config.json
+    configuration and summary), the grounding's progress.csv, the imagination's quality.json, each offline run's config.json
     and progress.csv, and the evaluation's per-episode outcomes as results.json.gz. For the
     newest finished evaluation and the stages it was built from."""
     from llmrl.config import from_dict
@@ -59,7 +59,7 @@ def publish_kalm(runs: Path, data: Path) -> None:
     for stage in kalm.STAGES:
         source, target = kalm.stage_dir(runs, config, stage), data / stage
         target.mkdir(exist_ok=True)
-        for name in ("done.json", "quality.json"):
+        for name in ("done.json", "quality.json", "progress.csv"):  # progress.csv: the grounding's losses
             if (source / name).exists():
                 shutil.copy(source / name, target / name)
         if stage == "train":
