@@ -12,7 +12,8 @@ from llmrl.recipes import kalm
 TINY = {"n_real_episodes": 12, "grounding.episodes": 8, "grounding.batch_size": 4,
         "grounding.model": "smollm2-135m-instruct", "imagination.rephrase": 3, "imagination.easy": 3,
         "imagination.hard": 2, "imagination.batch_size": 4, "imagination.drop_beyond": 10.0, "algos": ("bc",), "offline_seeds": (0,),
-        "goal_encoders": ("bow", "lm-mean"), "gradient_steps": 100, "snapshots": 1, "eval_episodes": 4}
+        "goal_encoders": ("bow", "lm-mean"), "gradient_steps": 100, "snapshots": 1, "eval_episodes": 4,
+        "workers": 1}
 
 
 def tiny_flags(**changes):
