@@ -184,10 +184,10 @@ PRESETS = {
     "paper": KALMConfig(n_real_episodes=100_000, grounding=GroundingConfig(episodes=100_000, epochs=10),
                         imagination=ImaginationConfig(rephrase=5_600, easy=72_400, hard=1_680),
                         offline_real_episodes=6_400, gradient_steps=500_000, eval_episodes=111),
-    # A 2-core CPU: grounding alone takes about an hour of both cores; see docs/results/kalm.md.
+    # A 2-core CPU: about 3.5 h in all, grounding 2¼ h of it (docs/results/kalm.md has every stage's time).
     # Offline settings chosen on the seen level only (scripts/kalm_tune_offline.py): CQL learns
     # faster at lr 3e-4 than at KALM's 6.25e-5. 20k steps: BC has peaked by then; CQL still gains
-    # (sampled 0.53 → 0.64 at 40k) but 40k doubles the 48-run train stage (~70 min on 2 cores).
+    # (sampled 0.53 → 0.64 at 40k) but 40k doubles the 48-run train stage (37 → ~75 min on 2 cores).
     "cpu": KALMConfig(n_real_episodes=6400, grounding=GroundingConfig(episodes=2000, epochs=3),
                       imagination=ImaginationConfig(rephrase=1000, easy=4000, hard=400), gradient_steps=20_000,
                       cql_learning_rate=3e-4, eval_episodes=100, workers=2),
