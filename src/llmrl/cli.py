@@ -117,6 +117,10 @@ def train_parser(name: str, module: types.ModuleType) -> argparse.ArgumentParser
     if stages:
         p.add_argument("--stage", default="all", choices=["all", *stages],
                        help="run one stage (its inputs must exist) or all; finished stages are reused")
+    if any(f.name == "ray.address" for f in flat_fields(module.Config)):
+        p.add_argument("--ray", nargs="?", const="local", default=None, dest="ray_shorthand", metavar="ADDRESS",
+                       help="run on Ray (pip install 'llmrl[ray]'): a local Ray, or the cluster at ADDRESS; "
+                            "the same as --ray.address (the ray.* fields below say how)")
     group = p.add_argument_group(f"{module.Config.__name__} fields (override the preset)")
     for f in flat_fields(module.Config):
         values = "; ".join(f"{k}: {_show(get_field(v, f.name))}" for k, v in presets.items())
@@ -181,6 +185,8 @@ def cmd_train(argv: list[str]) -> int:
     from llmrl.runs import COMMAND
 
     overrides = {f.name: getattr(args, f.name) for f in flat_fields(module.Config) if getattr(args, f.name) is not None}
+    if getattr(args, "ray_shorthand", None) is not None:
+        overrides["ray.address"] = args.ray_shorthand
     config = config_from(module.PRESETS, args.preset, overrides)
     COMMAND.set("llmrl train " + " ".join(argv))
     stage = getattr(args, "stage", "all")

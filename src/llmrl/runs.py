@@ -100,6 +100,19 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any, **save_kwargs: Any
     os.replace(tmp, path)
 
 
+def _copy_tensors(obj: Any) -> Any:
+    """``obj`` with every tensor copied to CPU memory (dicts, lists and tuples walked; the rest kept)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _copy_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copy_tensors(v) for v in obj)
+    return obj
+
+
 # --------------------------------------------------------------------------- seeds
 def env_seeds(seed: int, n: int, *, stride: int, offset: int = 0) -> list[int]:
     """The reset seeds of a run's ``n`` environments: ``seed * stride + offset + i``.
@@ -175,6 +188,8 @@ class RunFolder:
             raise OSError(f"cannot create the run folder {self.path}: {e.strerror or e}") from None
         if not os.access(self.path, os.W_OK):
             raise OSError(f"the run folder {self.path} is not writable: choose another --out")
+        self._writer: Any = None  # the background checkpoint thread, started by the first such save
+        self._pending: Any = None
         head = {"recipe": recipe, **(identity or {}), "command": COMMAND.get()}
         atomic_write_json(self.path / "config.json", {**head, "config": to_dict(config)})
 
@@ -223,14 +238,34 @@ class RunFolder:
             raise ValueError(f"{self.checkpoint_path} cannot be read ({type(e).__name__}: {e}); "
                              "start the run again in a new --out") from None
 
-    def save_checkpoint(self, state: Mapping[str, Any], plain: bool = False) -> None:
+    def save_checkpoint(self, state: Mapping[str, Any], plain: bool = False, background: bool = False) -> None:
         """Write ``checkpoints/latest.pt`` atomically. ``plain=True``: the state holds only tensors
         and plain data, saved so that ``torch.load(weights_only=True)`` reads it (pickle protocol
-        2); otherwise the newest protocol (large numpy arrays, e.g. a replay buffer)."""
+        2); otherwise the newest protocol (large numpy arrays, e.g. a replay buffer).
+
+        ``background=True``: copy the tensors now (to CPU; training may change the originals in
+        place) and write in a thread while training goes on — a full fine-tune's checkpoint is
+        gigabytes. One write at a time: the next save, :meth:`wait_for_checkpoint` and
+        :meth:`finish` wait for the one in flight and raise its error, if any."""
         import pickle
 
         protocol = 2 if plain else pickle.HIGHEST_PROTOCOL
-        atomic_torch_save(self.checkpoint_path, dict(state), pickle_protocol=protocol)
+        self.wait_for_checkpoint()
+        if not background:
+            atomic_torch_save(self.checkpoint_path, dict(state), pickle_protocol=protocol)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        snapshot = _copy_tensors(dict(state))
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._pending = self._writer.submit(atomic_torch_save, self.checkpoint_path, snapshot, pickle_protocol=protocol)
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until a background checkpoint write has landed (raising its error, if it failed)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def progress(self, columns: Sequence[str], key: str = "env_steps", resume_at: float = 0,
                  tensorboard: bool = True, digits: int | None = 6) -> ProgressLog:
@@ -244,6 +279,7 @@ class RunFolder:
         return (self.path / "done.json").exists()
 
     def finish(self, summary: Mapping[str, Any]) -> None:
+        self.wait_for_checkpoint()
         """Write ``done.json``: the run finished, with these numbers."""
         atomic_write_json(self.path / "done.json", dict(summary))
 

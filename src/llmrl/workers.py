@@ -31,14 +31,22 @@ def _start_worker(setup: Callable[..., None] | None, setup_args: tuple[Any, ...]
 
 
 def run_jobs(job: Callable[..., Any], args: Sequence[tuple[Any, ...]], workers: int = 1, *,
-             setup: Callable[..., None] | None = None, setup_args: tuple[Any, ...] = ()) -> Iterator[tuple[int, Any]]:
+             setup: Callable[..., None] | None = None, setup_args: tuple[Any, ...] = (),
+             cluster: Any = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(i, job(*args[i]))`` for every i, as each finishes.
 
     An exception in a job is raised here (after the jobs already running finish or are
-    cancelled), so a failed stage stops rather than silently dropping work.
+    cancelled), so a failed stage stops rather than silently dropping work. ``cluster``, a
+    :class:`llmrl.scale.RayConfig` with an address, runs the jobs on ``workers`` Ray actors instead
+    (:mod:`llmrl.scale.jobs`).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if cluster is not None and cluster.enabled:
+        from llmrl.scale.jobs import ray_jobs
+
+        yield from ray_jobs(job, args, workers, cluster, setup=setup, setup_args=setup_args)
+        return
     if workers == 1 or len(args) <= 1:
         import torch
 

@@ -121,3 +121,17 @@ def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp
     assert names == ["original", "mixed-test-local", "renamed-objects", "invented-words",
                      "rephrased-goals", "new-actions", "french"]
     assert {x["summary"]["agent"] for x in results["results"]} == {"glam-cpu-sampled"}
+
+
+def test_micro_batches_pack_sorted_prompts_to_the_token_budget():
+    from llmrl.recipes.glam import micro_batches
+
+    prompts = ["a", "b", "c", "d", "e"]
+    lengths = {"a": 10, "b": 10, "c": 20, "d": 30, "e": 100}
+    by_count = config_from("cpu", micro_batch_size=2)
+    assert micro_batches(prompts, by_count, lengths) == [(0, 2), (2, 4), (4, 5)]
+    by_tokens = config_from("cpu", micro_batch_tokens=60)
+    # padded to the longest: 3 x 20 = 60 fits, then 30 alone (2 x 100 would not fit with it), then 100
+    assert micro_batches(prompts, by_tokens, lengths) == [(0, 3), (3, 4), (4, 5)]
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        config_from("cpu", micro_batch_tokens=-1)

@@ -39,6 +39,7 @@ in subprocesses), so a resumed run is deterministic but not bit-identical to an 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -58,6 +59,8 @@ from llmrl.rl.apt import APT, APTBonus, APTConfig, agent_features
 from llmrl.rl.dqn import DQN, ConvEncoder, DQNConfig, GridEncoder, NStepReplay, QNetwork
 from llmrl.rl.offpolicy import OffPolicyLoop
 from llmrl.rl.rnd import RND, RNDBonus, RNDConfig
+from llmrl.scale import MAY_CHANGE as RAY_MAY_CHANGE
+from llmrl.scale import RayConfig
 from llmrl.roles.explorer import ExplorerConfig, GoalBonus, GoalExplorer
 from llmrl.runs import (
     JsonLines,
@@ -144,8 +147,13 @@ class ELLMConfig:
     """torch threads in the learner process (0: torch's default)."""
     lm_torch_threads: int = 0
     """torch threads while the LM generates (0: as ``torch_threads``); the env workers idle meanwhile."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Scale out (llmrl.scale): the environments in Ray env runners and the LM on Ray replicas;
+    sync, so a seeded run writes the rows it would in one process."""
 
     def __post_init__(self) -> None:
+        if self.ray.mode != "sync":
+            raise ValueError(f"ray.mode {self.ray.mode!r}: ELLM runs on Ray in sync mode only (async rollouts are GLAM's)")
         try:  # the CLI hands tuples over as strings
             self.seeds = tuple(int(s) for s in self.seeds)
         except ValueError:
@@ -224,10 +232,29 @@ def _obs_shape(config: ELLMConfig) -> tuple[int, ...]:
 
 
 def _make_envs(config: ELLMConfig) -> Any:
+    """The run's vector of Crafter-Text environments: subprocesses here, or Ray env runners."""
     pixels = config.observation == "pixels"
-    return ct.make_vec(config.n_envs, length=config.episode_length, reward=config.extrinsic_reward,
-                       action_set=config.action_set, observation="gray84" if pixels else "symbolic",
-                       caption=config.caption, frame_stack=FRAME_STACK if pixels else 1)
+    make = functools.partial(ct.make_vec, length=config.episode_length, reward=config.extrinsic_reward,
+                             action_set=config.action_set, observation="gray84" if pixels else "symbolic",
+                             caption=config.caption, frame_stack=FRAME_STACK if pixels else 1)
+    if config.ray.enabled:
+        from llmrl.scale.env_runners import RayVectorEnv
+
+        return RayVectorEnv(functools.partial(make, asynchronous=False), config.n_envs, config.ray)
+    return make(config.n_envs)
+
+
+def _load_lm(config: ELLMConfig) -> Any:
+    """ELLM's frozen LM behind the result cache: in this process, or on Ray LM replicas."""
+    from llmrl.lm.cache import CachedLM
+
+    if config.ray.enabled:
+        from llmrl.scale.lm_replicas import RayLM
+
+        return CachedLM(RayLM(config.model, config.ray), config.lm_cache or None)
+    from llmrl.lm import load_model
+
+    return CachedLM(load_model(config.model), config.lm_cache or None)
 
 
 def _goal_dim(config: ELLMConfig) -> int:
@@ -257,10 +284,7 @@ class _Learner:
                        config.apt) if method == "apt" else None
         lm = None
         if method == "ellm":
-            from llmrl.lm import load_model
-            from llmrl.lm.cache import CachedLM
-
-            lm = CachedLM(load_model(config.model), config.lm_cache or None)
+            lm = _load_lm(config)
         self.explorer = GoalExplorer(GOAL_SOURCE.get(method, "none"), config.n_envs, config.explorer, lm,
                                      goal_captions=[ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS],
                                      all_goals=actions, valid_goals=ct.VALID_GOALS, equivalents=ct.EQUIVALENT_GOALS)
@@ -298,7 +322,7 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
     env_id = f"CrafterText ({config.action_set}, {config.observation})"
-    folder = RunFolder(out_dir, RECIPE, config, resume=resume, may_change=("methods", "seeds"),
+    folder = RunFolder(out_dir, RECIPE, config, resume=resume, may_change=("methods", "seeds", *RAY_MAY_CHANGE),
                        identity={"label": method, "env_id": env_id, "seed": seed, "method": method})
     if folder.done:
         return folder.path
@@ -475,7 +499,7 @@ def run(config: ELLMConfig, out: str | os.PathLike[str], *, resume: bool = False
     All runs in one folder share their settings (only ``methods`` and ``seeds`` may differ); a
     folder that already holds runs needs ``resume=True``, which also continues killed runs.
     """
-    folder = RunFolder(out, RECIPE, config, resume=resume, may_change=("methods", "seeds"))
+    folder = RunFolder(out, RECIPE, config, resume=resume, may_change=("methods", "seeds", *RAY_MAY_CHANGE))
     for seed in config.seeds:
         for method in config.methods:
             run_dir = folder.path / f"{method}-s{seed}"

@@ -37,13 +37,17 @@ import torch
 from llmrl.config import config_from as _config_from
 from llmrl.config import from_dict, require_positive, to_dict
 from llmrl.envs.babyai_text import ACTIONS
+from llmrl.envs.vector import EnvGroup
 from llmrl.rl.ppo import PPOConfig, gae, ppo_losses
 from llmrl.runs import PROGRESS_COLUMNS as RUN_COLUMNS
 from llmrl.runs import RunFolder, RunResult, env_seeds, rng
+from llmrl.scale import MAY_CHANGE as RAY_MAY_CHANGE
+from llmrl.scale import RayConfig
 
 RECIPE = "glam"
-# The shared run-folder columns, plus where each update's time went.
-PROGRESS_COLUMNS = (*RUN_COLUMNS, "rollout_s", "update_s")
+# The shared run-folder columns, where each update's time went, and how many updates behind the
+# learner the rollout's policy was (0, or 1 with ray.mode = async).
+PROGRESS_COLUMNS = (*RUN_COLUMNS, "rollout_s", "update_s", "policy_lag")
 SEED_STRIDE = 10_000  # training levels a run may use: seeds s and s + 1 never share one
 INITS = ("pretrained", "random")
 
@@ -75,6 +79,13 @@ class GLAMConfig:
     """PPO's settings (rollout length, epochs, minibatch, learning rate, clipping, coefficients)."""
     micro_batch_size: int = 16
     """Distinct prompts per forward/backward; gradients accumulate over a minibatch."""
+    micro_batch_tokens: int = 0
+    """0: micro-batches of micro_batch_size prompts in minibatch order; > 0: prompts sorted by
+    length and packed into micro-batches of at most this many padded tokens (little padding, few
+    passes: the setting for a GPU; see docs/scale.md)."""
+    compile: bool = False
+    """torch.compile the LM's decoder (dynamic shapes): fewer, fused kernels on a GPU, after a
+    compile of a minute or more in the first updates."""
     finetune: str = "lora"
     """lora (peft adapters on the attention projections) or full."""
     lora_r: int = 8
@@ -104,6 +115,9 @@ class GLAMConfig:
     """Evaluation episode k is reset with eval_seed + k (disjoint from training levels)."""
     torch_threads: int = 0
     """torch threads; 0 keeps torch's default."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Scale out (llmrl.scale): environments in Ray env runners (sync: the same rows as one process),
+    or async rollouts by a policy replica one update behind, overlapping the update."""
     label: str = "glam"
     """Series name in plots: runs with the same label and env_id are seeds of one series."""
 
@@ -126,6 +140,8 @@ class GLAMConfig:
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         require_positive(self, "n_envs", "micro_batch_size", "total_env_steps", "checkpoint_every", "lora_r")
+        if self.micro_batch_tokens < 0:
+            raise ValueError(f"micro_batch_tokens must be >= 0 (0: micro_batch_size prompts), got {self.micro_batch_tokens}")
         if self.eval_episodes < 0 or self.n_observations < 1:
             raise ValueError("eval_episodes must be >= 0 and n_observations >= 1")
         if self.ppo.minibatch_size % self.micro_batch_size:
@@ -317,7 +333,7 @@ def read_config(run: Path) -> GLAMConfig:
 class Rollouts:
     """The environments between updates: what a checkpoint must hold to resume mid-run."""
 
-    envs: list[gym.Env]
+    envs: EnvGroup  # or a RayEnvGroup (pickled as a plain EnvGroup)
     infos: list[dict[str, Any]]
     histories: list[Any]  # PromptHistory per environment
     ep_return: list[float]
@@ -340,9 +356,9 @@ def start_rollouts(config: GLAMConfig, make_env: Callable[[], gym.Env] | None = 
     import llmrl.envs  # noqa: F401  (registers the BabyAI-Text ids)
     from llmrl.roles.policy import PromptHistory
 
-    envs = [make_env() if make_env is not None else make_level(config) for _ in range(config.n_envs)]
-    infos = [env.reset(seed=s)[1] for env, s in zip(envs, env_seeds(config.seed, len(envs), stride=SEED_STRIDE))]
-    histories = [PromptHistory(config.actions, config.n_observations, config.prompt_style) for _ in envs]
+    envs = EnvGroup([make_env() if make_env is not None else make_level(config) for _ in range(config.n_envs)])
+    infos = [info for _, info in envs.reset(env_seeds(config.seed, len(envs), stride=SEED_STRIDE))]
+    histories = [PromptHistory(config.actions, config.n_observations, config.prompt_style) for _ in range(len(envs))]
     return Rollouts(envs, infos, histories, [0.0] * len(envs), [0] * len(envs), rng(config.seed, 1))
 
 
@@ -377,20 +393,19 @@ def collect(policy: Any, config: GLAMConfig, ro: Rollouts) -> dict[str, Any]:
             actions[t] = torch.from_numpy(a)
             logps[t] = logp_all[torch.arange(N), actions[t]]
             values[t] = v
-            for i, env in enumerate(ro.envs):
+            for i, step in enumerate(ro.envs.step([int(x) for x in a])):  # finished episodes reset at once
                 ro.histories[i].record(config.actions[a[i]])
-                _, r, terminated, truncated, info = env.step(int(a[i]))
-                ro.ep_return[i] += float(r)
+                ro.ep_return[i] += step.reward
                 ro.ep_length[i] += 1
-                rewards[t, i] = float(r) * config.reward_scale
+                rewards[t, i] = step.reward * config.reward_scale
                 # A time-out also ends the value target here, as in GLAM (no bootstrap past it).
-                if terminated or truncated:
+                if step.done:
                     dones[t, i] = 1.0
-                    ro.finished.append((bool(info.get("success", r > 0)), ro.ep_return[i], ro.ep_length[i]))
+                    ro.finished.append((bool(step.info.get("success", step.reward > 0)), ro.ep_return[i],
+                                        ro.ep_length[i]))
                     ro.ep_return[i], ro.ep_length[i] = 0.0, 0
                     ro.histories[i].reset()
-                    _, info = env.reset()
-                ro.infos[i] = info
+                ro.infos[i] = step.next_info
         # V of the prompts that follow the rollout, to bootstrap unfinished episodes.
         next_prompts = [h.preview(info["mission"], info["descriptions"]) for h, info in zip(ro.histories, ro.infos)]
         _, last_value = act_values(next_prompts)
@@ -410,6 +425,7 @@ def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch:
     n = len(batch["prompts"])
     sums: dict[str, float] = {}
     n_minibatches = 0
+    lengths = {p: len(policy.lm.encode(p)) for p in set(batch["prompts"])} if config.micro_batch_tokens else {}
     policy.train()
     for _ in range(ppo.n_epochs):
         order = rng.permutation(n)
@@ -421,13 +437,15 @@ def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch:
             # fewer forward/backward passes when views repeat).
             prompts = [batch["prompts"][j] for j in mb]
             unique = list(dict.fromkeys(prompts))
+            if config.micro_batch_tokens:
+                unique.sort(key=lengths.__getitem__)  # neighbours in length share a padded width
             slot = {p: k for k, p in enumerate(unique)}
             owner = np.array([slot[p] for p in prompts])
             optim.zero_grad(set_to_none=True)
-            for m in range(0, len(unique), config.micro_batch_size):
-                sel = np.nonzero((owner >= m) & (owner < m + config.micro_batch_size))[0]
+            for m, m_end in micro_batches(unique, config, lengths):
+                sel = np.nonzero((owner >= m) & (owner < m_end))[0]
                 idx = mb[sel]
-                logp_all, v = policy(unique[m : m + config.micro_batch_size])
+                logp_all, v = policy(unique[m:m_end])
                 rows = torch.from_numpy(owner[sel] - m).to(v.device)
                 on = {k: batch[k][idx].to(v.device) for k in ("actions", "logp", "values", "returns")}
                 out = ppo_losses(
@@ -446,6 +464,20 @@ def update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, batch:
     return {k: v / max(n_minibatches, 1) for k, v in sums.items()}
 
 
+def micro_batches(prompts: list[str], config: GLAMConfig, lengths: dict[str, int]) -> list[tuple[int, int]]:
+    """``[start, stop)`` slices of ``prompts`` that are forwarded together: ``micro_batch_size``
+    at a time, or (``micro_batch_tokens``, prompts sorted by length) as many as fit the token
+    budget once padded to the longest."""
+    if not config.micro_batch_tokens:
+        return [(m, min(m + config.micro_batch_size, len(prompts))) for m in range(0, len(prompts), config.micro_batch_size)]
+    out, start = [], 0
+    for k in range(1, len(prompts) + 1):
+        if k == len(prompts) or (k - start + 1) * lengths[prompts[k]] > config.micro_batch_tokens:
+            out.append((start, k))
+            start = k
+    return out
+
+
 # --------------------------------------------------------------------------- the run
 def run(config: GLAMConfig, out: str | os.PathLike[str], *, resume: bool = False, progress: bool = True) -> RunResult:
     """Train the GLAM policy described by ``config`` into the run folder ``out``, then evaluate it.
@@ -453,7 +485,8 @@ def run(config: GLAMConfig, out: str | os.PathLike[str], *, resume: bool = False
     With ``resume=True`` the run in ``out`` continues from its last checkpoint (same config
     required) and reproduces the uninterrupted run's rows exactly (CPU, same thread count).
     """
-    folder = RunFolder(out, RECIPE, config, resume=resume, may_change=("eval_episodes", "checkpoint_every", "label"),
+    folder = RunFolder(out, RECIPE, config, resume=resume,
+                       may_change=("eval_episodes", "checkpoint_every", "label", *RAY_MAY_CHANGE),
                        identity={"label": config.label, "env_id": config.env_id, "seed": config.seed,
                                  "n_updates": config.n_updates})
     if config.torch_threads:
@@ -461,25 +494,27 @@ def run(config: GLAMConfig, out: str | os.PathLike[str], *, resume: bool = False
     ckpt = folder.load_checkpoint()  # before the model loads: a bad folder fails in a second
     policy = build_policy(config)
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    optim = torch.optim.Adam(trainable, lr=config.ppo.learning_rate, eps=config.ppo.adam_eps)
+    # One fused kernel for the whole step on a GPU (on a CPU the default keeps earlier runs' numbers).
+    fused = trainable[0].device.type == "cuda"
+    optim = torch.optim.Adam(trainable, lr=config.ppo.learning_rate, eps=config.ppo.adam_eps, fused=fused or None)
+    if config.compile:
+        policy.lm.model.get_decoder().compile(dynamic=True)
     counters = {"updates": 0, "env_steps": 0, "episodes": 0, "wall_s": 0.0}
     if ckpt is not None:
         load_trainable_state(policy, config, ckpt["trainable"])
         optim.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
-        ro: Rollouts = pickle.loads(ckpt["rollouts"])  # the user's own checkpoint (see llmrl.runs)
         counters = ckpt["counters"]
-    else:
-        ro = start_rollouts(config)
+    source = rollout_source(config, ckpt)
     log = folder.progress(PROGRESS_COLUMNS, resume_at=counters["env_steps"])
     bar = _bar(config, counters["env_steps"], progress)
     while counters["updates"] < config.n_updates:
-        row = _one_update(policy, optim, config, ro, counters)
+        row = _one_update(policy, optim, config, source, counters)
         log.write(row)
         if _checkpoint_due(config, counters["env_steps"]):
             folder.save_checkpoint({"trainable": _plain(trainable_state(policy, config)), "optimizer": optim.state_dict(),
-                                    "torch_rng": torch.get_rng_state(), "rollouts": pickle.dumps(ro),
-                                    "counters": dict(counters)}, plain=True)
+                                    "torch_rng": torch.get_rng_state(), **source.state(),
+                                    "counters": dict(counters)}, plain=True, background=True)
         if bar is not None:
             bar.update(config.batch_size)
             bar.set_postfix(success="-" if row["success_rate"] is None else f"{row['success_rate']:.2f}",
@@ -487,8 +522,7 @@ def run(config: GLAMConfig, out: str | os.PathLike[str], *, resume: bool = False
     if bar is not None:
         bar.close()
     log.close()
-    for env in ro.envs:
-        env.close()
+    source.close()
     files = {"policy": save_policy(policy, config, folder.path), "progress": folder.path / "progress.csv"}
     metrics: dict[str, Any] = {"env_steps": counters["env_steps"], "updates": counters["updates"]}
     if config.eval_episodes > 0:
@@ -499,18 +533,17 @@ def run(config: GLAMConfig, out: str | os.PathLike[str], *, resume: bool = False
     return RunResult(RECIPE, folder.path, metrics, files)
 
 
-def _one_update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, ro: Rollouts,
+def _one_update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, source: Any,
                 counters: dict[str, Any]) -> dict[str, Any]:
     """Rollout, GAE and PPO epochs; advances ``counters`` and returns the progress row."""
     t0 = time.perf_counter()
-    batch = collect(policy, config, ro)
+    batch, done, lag = source.next_batch(policy, counters["updates"])
     t1 = time.perf_counter()
-    losses = update(policy, optim, config, batch, ro.rng)
+    losses = update(policy, optim, config, batch, source.shuffle_rng)
     dt = time.perf_counter() - t0
     counters["updates"] += 1
     counters["env_steps"] += config.batch_size
     counters["wall_s"] += dt
-    done, ro.finished = ro.finished, []
     counters["episodes"] += len(done)
     return {
         **{k: counters[k] for k in ("env_steps", "updates", "episodes", "wall_s")},
@@ -520,8 +553,115 @@ def _one_update(policy: Any, optim: torch.optim.Optimizer, config: GLAMConfig, r
         "policy_loss": losses.get("policy"), "value_loss": losses.get("value"),
         "entropy": losses.get("entropy"), "approx_kl": losses.get("approx_kl"),
         "clip_fraction": losses.get("clip_fraction"), "steps_per_s": config.batch_size / dt,
-        "rollout_s": t1 - t0, "update_s": dt - (t1 - t0),
+        "rollout_s": t1 - t0, "update_s": dt - (t1 - t0), "policy_lag": lag,
     }
+
+
+# --------------------------------------------------------------------------- where rollouts run
+class LocalRollouts:
+    """Rollouts collected by the learner's own policy, the environments here or in Ray env runners
+    (``ray.mode = sync``: the same batches either way)."""
+
+    def __init__(self, config: GLAMConfig, ro: Rollouts) -> None:
+        self.config, self.ro = config, ro
+        if config.ray.enabled:
+            from llmrl.scale.env_runners import RayEnvGroup
+
+            ro.envs = RayEnvGroup(ro.envs.local_envs(), config.ray)
+
+    @property
+    def shuffle_rng(self) -> np.random.Generator:
+        return self.ro.rng  # one stream for actions and minibatches, as in every run before Ray
+
+    def next_batch(self, policy: Any, version: int) -> tuple[dict[str, Any], list[tuple[bool, float, int]], int]:
+        batch = collect(policy, self.config, self.ro)
+        done, self.ro.finished = self.ro.finished, []
+        return batch, done, 0
+
+    def state(self) -> dict[str, Any]:
+        return {"rollouts": pickle.dumps(self.ro)}
+
+    def close(self) -> None:
+        self.ro.envs.close()
+
+
+class _RolloutWorker:
+    """A Ray actor with a replica of the policy and the environments: collects one rollout with
+    the weights it is sent."""
+
+    def __init__(self, config: GLAMConfig, rollouts: bytes) -> None:
+        self.config = config
+        self.policy = build_policy(config)
+        self.policy.eval()
+        self.ro: Rollouts = pickle.loads(rollouts)
+
+    def collect(self, weights: dict[str, torch.Tensor], version: int) -> tuple[dict[str, Any], list[Any], int]:
+        load_trainable_state(self.policy, self.config, weights)
+        batch = collect(self.policy, self.config, self.ro)
+        done, self.ro.finished = self.ro.finished, []
+        return batch, done, version
+
+    def rollouts(self) -> bytes:
+        return pickle.dumps(self.ro)
+
+
+class AsyncRollouts:
+    """``ray.mode = async``: a policy replica in a Ray actor collects the next rollout while the
+    learner updates on the last one (one-step off-policy, as verl's and OpenRLHF's async modes):
+    the batch an update trains on was collected one policy version back, which PPO's clipped
+    ratio against the recorded behaviour log-probs allows for. The lag is logged per update.
+
+    Deterministic all the same (which rollout pairs with which update is fixed, not timed), and
+    resumable: a checkpoint waits for the rollout in flight and stores it with the worker's
+    environments.
+    """
+
+    def __init__(self, config: GLAMConfig, ro: Rollouts, ready: Any = None,
+                 shuffle_rng: np.random.Generator | None = None) -> None:
+        from llmrl.scale import connect
+
+        self.config = config
+        self.ray = connect(config.ray)
+        worker = self.ray.remote(num_cpus=config.ray.lm_num_cpus, num_gpus=config.ray.lm_num_gpus)(_RolloutWorker)
+        self.worker = worker.remote(config, pickle.dumps(ro))
+        self.ready, self.pending = ready, None
+        self.shuffle_rng = shuffle_rng if shuffle_rng is not None else rng(config.seed, 2)
+
+    def next_batch(self, policy: Any, version: int) -> tuple[dict[str, Any], list[tuple[bool, float, int]], int]:
+        if self.ready is None:
+            if self.pending is None:
+                self.pending = self.worker.collect.remote(_plain(trainable_state(policy, self.config)), version)
+            self.ready = self.ray.get(self.pending)
+        batch, done, behaviour = self.ready
+        # The next rollout starts now, with the weights the coming update is about to change.
+        self.ready = None
+        self.pending = self.worker.collect.remote(_plain(trainable_state(policy, self.config)), version)
+        return batch, done, version - behaviour
+
+    def state(self) -> dict[str, Any]:
+        if self.pending is not None:
+            self.ready, self.pending = self.ray.get(self.pending), None
+        return {"rollouts": self.ray.get(self.worker.rollouts.remote()), "async_ready": pickle.dumps(self.ready),
+                "shuffle_rng": pickle.dumps(self.shuffle_rng)}
+
+    def close(self) -> None:
+        self.ray.kill(self.worker)
+
+
+def rollout_source(config: GLAMConfig, ckpt: dict[str, Any] | None) -> LocalRollouts | AsyncRollouts:
+    """Where the run's rollouts come from, restored from ``ckpt`` when resuming (checkpoints are
+    the user's own files, see llmrl.runs)."""
+    if ckpt is None:
+        ro = start_rollouts(config)
+    else:
+        ro = pickle.loads(ckpt["rollouts"])
+        if isinstance(ro.envs, list):  # checkpoints from before EnvGroup held a plain list
+            ro.envs = EnvGroup(ro.envs)
+    if config.ray.enabled and config.ray.mode == "async":
+        ready = pickle.loads(ckpt["async_ready"]) if ckpt is not None and "async_ready" in ckpt else None
+        shuffle = pickle.loads(ckpt["shuffle_rng"]) if ckpt is not None and "shuffle_rng" in ckpt else None
+        return AsyncRollouts(config, ro, ready, shuffle)
+    return LocalRollouts(config, ro)
 
 
 def _checkpoint_due(config: GLAMConfig, env_steps: int) -> bool:

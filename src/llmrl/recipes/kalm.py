@@ -40,6 +40,7 @@ from llmrl.config import to_dict
 from llmrl.envs.clevr_goals import LEVELS, Goal, goal_from_spec, sample_goal
 from llmrl.roles.imagination import GroundingConfig
 from llmrl.runs import RunResult, atomic_write_json, check_output_folder
+from llmrl.scale import RayConfig
 from llmrl.stats import t_interval, wilson_interval
 
 RECIPE = "kalm"
@@ -142,8 +143,14 @@ class KALMConfig:
     workers: int = 1
     """Processes that train and evaluate offline agents side by side (llmrl.workers; one torch
     thread each, so results do not depend on it): set it to the cores you can spare."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Scale out (llmrl.scale): imagination on ray.lm_replicas actors, each with the grounded LM,
+    and the offline runs and evaluations on ``workers`` actors. The run folder must be on a file
+    system every node sees."""
 
     def __post_init__(self) -> None:
+        if self.ray.mode != "sync":
+            raise ValueError(f"ray.mode {self.ray.mode!r}: KALM runs on Ray in sync mode only (async rollouts are GLAM's)")
         self.algos, self.offline_seeds = tuple(self.algos), tuple(int(s) for s in self.offline_seeds)
         self.goal_encoders = tuple(self.goal_encoders)
         self.eval_policies = tuple(self.eval_policies)
@@ -488,7 +495,6 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = F
     ``quality.json`` (KALM's plausibility of the LM's raw states, what projection and dropping
     did, and how the imagined actions fare when replayed in the real physics)."""
     from llmrl.data import EpisodeDataset
-    from llmrl.roles import imagination
 
     path, done = open_stage(out, config, "imagine", resume)
     if done:
@@ -496,27 +502,31 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = F
     started = time.time()
     cfg = config.imagination
     real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
-    real_length = float(np.mean([len(e.actions) for e in real]))
-    cap = max(1, int(np.ceil(cfg.length_factor * real_length)))
-    reach = push_reach(real)
-    grounded = load_grounded(require(out, config, "ground"), config)
     todo = novel_goals(config, real)
     partial = path / "partial.npz"
     data = EpisodeDataset.load(partial) if partial.exists() else EpisodeDataset([], {})
-    project = (lambda prev, s: project_state(prev, s, reach)) if cfg.project else None
     for level in NOVEL_LEVELS:
         batch = [(g, s) for g, s in todo if g.level == level][sum(e.infos["level"] == level for e in data):]
         step = 4 * cfg.batch_size
-        for i in range(0, len(batch), step):
-            chunk = batch[i: i + step]
-            goals = [g for g, _ in chunk]
-            rollouts = imagination.imagine(
-                grounded, [g.text for g in goals], np.stack([s for _, s in chunk]),
-                stop=lambda j, s0, s, goals=goals: goals[j].success(s, s0),
-                max_steps=min(goals[0].max_steps, cap), batch_size=cfg.batch_size, project=project)
-            data.episodes.extend(imaginary_episode(g, r, reach) for g, r in zip(goals, rollouts))
-            data.save(partial)
-            _log(f"imagine {level}: {i + len(chunk)}/{len(batch)}", progress)
+        chunks = [(config, str(out), batch[i: i + step]) for i in range(0, len(batch), step)]
+        if config.ray.enabled:  # chunks on LM replicas; saved in order as the finished ones line up
+            from llmrl.workers import run_jobs
+
+            jobs = run_jobs(_imagine_chunk, chunks, config.ray.lm_replicas, setup=_load_imagination,
+                            setup_args=(config, str(out)), cluster=config.ray)
+        else:
+            jobs = ((k, _imagine_chunk(*c)) for k, c in enumerate(chunks))
+        finished: dict[int, list[Any]] = {}
+        saved = 0
+        for k, episodes in jobs:
+            finished[k] = episodes
+            while saved in finished:
+                data.episodes.extend(finished.pop(saved))
+                saved += 1
+                data.save(partial)
+                _log(f"imagine {level}: {min(saved * step, len(batch))}/{len(batch)}", progress)
+    _LOADED.clear()
+    reach, real_length, cap = _imagination_limits(config, real)
     kept = [e for e in data if not (cfg.drop_beyond and e.infos["raw_excess"] > cfg.drop_beyond)]
     quality = {"real_mean_length": real_length, "length_cap": cap, "push_reach": reach}
     for level in NOVEL_LEVELS:
@@ -534,6 +544,47 @@ def imagine(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = F
     partial.unlink(missing_ok=True)
     atomic_write_json(path / "quality.json", quality)
     return mark_done(path, config, "imagine", {"quality": quality}, started)
+
+
+# A process's copy of what its jobs read (the grounded LM, the train stage's inputs, or the
+# evaluation episodes and goal vectors), loaded once per worker by _load_imagination,
+# _load_offline_data or _load_evaluation.
+_LOADED: dict[str, Any] = {}
+
+
+def _imagination_limits(config: KALMConfig, real: Any) -> tuple[float, float, int]:
+    """(push reach, real mean episode length, imagined rollouts' step cap) from the real data."""
+    real_length = float(np.mean([len(e.actions) for e in real]))
+    return push_reach(real), real_length, max(1, int(np.ceil(config.imagination.length_factor * real_length)))
+
+
+def _load_imagination(config: KALMConfig, out: str) -> None:
+    """The grounded LM and the limits from the real data, once per process (see ``_LOADED``)."""
+    from llmrl.data import EpisodeDataset
+
+    key = ("imagine", out, stage_key(config, "imagine"))
+    if _LOADED.get("key") == key:
+        return
+    real = EpisodeDataset.load(require(out, config, "collect") / "real.npz")
+    grounded = load_grounded(require(out, config, "ground"), config)
+    _LOADED.clear()
+    _LOADED.update(key=key, grounded=grounded, limits=_imagination_limits(config, real))
+
+
+def _imagine_chunk(config: KALMConfig, out: str, chunk: list[tuple[Any, np.ndarray]]) -> list[Any]:
+    """Imagined rollouts (greedy decoding) for a chunk of (goal, initial state) pairs of one level."""
+    from llmrl.roles import imagination
+
+    _load_imagination(config, out)
+    reach, _, cap = _LOADED["limits"]
+    cfg = config.imagination
+    project = (lambda prev, s: project_state(prev, s, reach)) if cfg.project else None
+    goals = [g for g, _ in chunk]
+    rollouts = imagination.imagine(
+        _LOADED["grounded"], [g.text for g in goals], np.stack([s for _, s in chunk]),
+        stop=lambda j, s0, s: goals[j].success(s, s0),
+        max_steps=min(goals[0].max_steps, cap), batch_size=cfg.batch_size, project=project)
+    return [imaginary_episode(g, r, reach) for g, r in zip(goals, rollouts)]
 
 
 # --------------------------------------------------------------------------- 4. train
@@ -597,9 +648,6 @@ def offline_config(config: KALMConfig, algo: str, seed: int) -> Any:
                    learning_rate=rate or base.learning_rate, snapshots=config.snapshots)
 
 
-# A process's copy of what its offline runs read (the train stage's inputs, or the evaluation
-# episodes and goal vectors), loaded once per worker by _load_offline_data / _load_evaluation.
-_LOADED: dict[str, Any] = {}
 
 
 def _load_offline_data(config: KALMConfig, out: str) -> None:
@@ -660,7 +708,7 @@ def train(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = Fal
     todo = [r for r in offline_runs(config) if not (path / run_name(*r) / "agent.pt").exists()]
     _log(f"train: {len(todo)} offline runs of {config.gradient_steps} steps, {config.workers} at a time", progress)
     for _, name in run_jobs(_train_run, [(config, str(out), *r) for r in todo], config.workers,
-                            setup=_load_offline_data, setup_args=(config, str(out))):
+                            setup=_load_offline_data, setup_args=(config, str(out)), cluster=config.ray):
         _log(f"trained {name}", progress)
     return mark_done(path, config, "train", {"runs": [run_name(*r) for r in offline_runs(config)],
                                              "real_transitions": len(_LOADED["real"].actions),
@@ -800,7 +848,7 @@ def evaluate(config: KALMConfig, out: str | os.PathLike[str], *, resume: bool = 
             if any(lv not in results.get(k, {}) for k in keys.values() for lv in evaluated_levels(data)):
                 jobs.append((config, str(snap), encoder, data, keys))
     for _, scores in run_jobs(_evaluate_snapshot, jobs, config.workers, setup=_load_evaluation,
-                              setup_args=(config, str(out))):
+                              setup_args=(config, str(out)), cluster=config.ray):
         for key, levels in scores.items():
             results.setdefault(key, {}).update(levels)
             _log(f"evaluate {key}: " + ", ".join(f"{lv} {np.mean(v):.2f}" for lv, v in levels.items()), progress)
