@@ -145,8 +145,8 @@ def test_ray_lm_replicas_answer_as_one_process(ray_local, smollm2_fp32):
 # ------------------------------------------------------------------ GLAM with --ray, on the CLI
 TINY = [
     "--env-id", "BabyAI-Text-GoToLocalS5N2-v0", "--model", "smollm2-135m-instruct", "--n-envs", "4",
-    "--ppo.n-steps", "4", "--ppo.minibatch-size", "8", "--micro-batch-size", "8", "--ppo.n-epochs", "1",
-    "--total-env-steps", "64", "--eval-episodes", "0", "--ppo.learning-rate", "1e-3", "--torch-threads", "1",
+    "--ppo.n-steps", "8", "--ppo.minibatch-size", "16", "--micro-batch-size", "16", "--ppo.n-epochs", "1",
+    "--total-env-steps", "128", "--eval-episodes", "0", "--ppo.learning-rate", "1e-3", "--torch-threads", "1",
 ]
 TIMING = {"wall_s", "steps_per_s", "rollout_s", "update_s"}
 
@@ -169,20 +169,18 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_glam_with_ray_env_runners_writes_the_plain_runs_rows(tmp_path):
-    _finish(_train(tmp_path / "plain"))
-    _finish(_train(tmp_path / "ray", "--ray", "--ray.env-runners", "3"))
+    runs = [_train(tmp_path / "plain"), _train(tmp_path / "ray", "--ray", "--ray.env-runners", "3")]  # side by side
+    for p in runs:
+        _finish(p)
     plain = _rows(tmp_path / "plain")
-    assert len(plain) == 8 and _rows(tmp_path / "ray") == plain
+    assert len(plain) == 4 and _rows(tmp_path / "ray") == plain
     assert any(r["episodes"] != "0" for r in plain)  # episodes ended, so the runners reset them
 
 
 @pytest.mark.slow
 def test_glam_async_rollouts_log_their_lag_and_resume_exactly(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
-    _finish(_train(full, "--ray", "--ray.mode", "async"))
-    reference = _rows(full)
-    assert [r["policy_lag"] for r in reference] == ["0"] + ["1"] * 7
-
+    p_full = _train(full, "--ray", "--ray.mode", "async")  # side by side with the run to be killed
     p = _train(killed, "--ray", "--ray.mode", "async")
     ckpt = killed / "checkpoints" / "latest.pt"
     deadline = time.time() + 300
@@ -192,10 +190,80 @@ def test_glam_async_rollouts_log_their_lag_and_resume_exactly(tmp_path):
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert len(_rows(killed)) < 8
+    assert len(_rows(killed)) < 4
+    _finish(p_full)
+    reference = _rows(full)
+    assert [r["policy_lag"] for r in reference] == ["0", "1", "1", "1"]
     _finish(_train(killed, "--ray", "--ray.mode", "async", "--resume"))
     assert _rows(killed) == reference  # the rollout in flight was checkpointed with the worker's envs
 
     p = _train(killed, "--resume", "--ray.mode", "sync", "--ray")
     out, _ = p.communicate(timeout=120)
     assert p.returncode != 0 and "ray.mode" in out  # a run cannot switch between sync and async
+
+
+# ------------------------------------------------------------------ LoRA adapters pushed to a server
+@pytest.mark.slow
+def test_lora_adapters_pushed_to_a_server_score_as_the_learner(tmp_path, smollm2_fp32):
+    import copy
+
+    import torch
+
+    from llmrl.lm.errors import LMError
+    from llmrl.lm.openai import OpenAILM
+    from llmrl.lm.serve import serve_in_thread
+    from llmrl.roles.policy import LMActorCritic
+    from llmrl.scale.adapter_sync import AdapterSync
+
+    learner = LMActorCritic(copy.deepcopy(smollm2_fp32), ("go forward", "turn left"))
+    server, url = serve_in_thread(copy.deepcopy(smollm2_fp32), model_name="base", enable_lora=True)
+    sync = AdapterSync(url, tmp_path / "adapters", keep=1)
+    contexts = ["You see a red ball 2 steps forward. You", "A key is on your left. You"]
+    candidates = ["go forward", "turn left", "pick up"]
+
+    def scores(lm):
+        return np.stack([s.logprob for s in lm.score(contexts, candidates)])
+
+    # The learner's own model (adapters on), behind the same server code: the reference, scored
+    # through the same joined-text tokenisation as the synced copy.
+    reference, reference_url = serve_in_thread(learner.lm, model_name="learner")
+    try:
+        base = scores(OpenAILM(url, "base", logprobs_mode="prompt_logprobs"))
+        for version in (1, 2):
+            with torch.no_grad():  # an update: adapters that change the scores
+                for n, p in learner.llm.named_parameters():
+                    if "lora_B" in n:
+                        p.normal_(0, 0.05)
+            served = sync.push(learner.llm, version)
+            assert served == f"policy-v{version}"
+            remote = scores(OpenAILM(url, served, logprobs_mode="prompt_logprobs"))
+            learner_now = OpenAILM(reference_url, "learner", logprobs_mode="prompt_logprobs")
+            np.testing.assert_allclose(remote, scores(learner_now), atol=1e-4)
+            assert np.abs(remote - base).max() > 0.01  # the adapter is really on
+        with pytest.raises(LMError, match="404|does not exist"):  # keep=1: version 1 was unloaded
+            OpenAILM(url, "policy-v1", logprobs_mode="prompt_logprobs").score(contexts, candidates)
+        assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == ["policy-v2"]
+        np.testing.assert_allclose(scores(OpenAILM(url, "base", logprobs_mode="prompt_logprobs")), base, atol=1e-6)
+    finally:
+        server.stop()
+        reference.stop()
+
+
+def test_a_server_without_enable_lora_refuses_adapters(tmp_path):
+    from llmrl.lm.errors import LMError
+    from llmrl.lm.serve import serve_in_thread
+    from llmrl.scale.adapter_sync import AdapterSync
+    from fakes import WordLM
+
+    server, url = serve_in_thread(WordLM(), model_name="base")
+    try:
+        with pytest.raises(LMError, match="enable-lora"):
+            AdapterSync(url, tmp_path).push(_FakePeft(), 1)
+    finally:
+        server.stop()
+
+
+class _FakePeft:
+    def save_pretrained(self, path: str) -> None:
+        Path(path).mkdir(parents=True)
+        (Path(path) / "adapter_config.json").write_text("{}")

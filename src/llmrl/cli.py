@@ -94,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--metric", default="success_rate",
                     help="progress.csv column to plot: success_rate (GLAM), achievements or crafter_score (ELLM), ...")
     pl.add_argument("--window", type=float, default=100, help="episodes in the rolling success window")
+
+    sv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API (scoring, generation, embeddings)")
+    sv.add_argument("model", help="LM name, folder or .gguf (as --model elsewhere)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless --allow-remote)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--name", default=None, help="the model name clients send (default: the model's)")
+    sv.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU has it), bf16 or fp32")
+    sv.add_argument("--enable-lora", action="store_true",
+                    help="load LoRA adapters at run time (vLLM's /v1/load_lora_adapter), e.g. a learner's")
+    sv.add_argument("--allow-remote", action="store_true",
+                    help="bind a non-loopback address: the server has no authentication, so only on a trusted network")
     return parser
 
 
@@ -362,6 +373,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from llmrl.lm import load_model
+    from llmrl.lm.serve import LMServer
+
+    lm = load_model(args.model, dtype=args.dtype)
+    server = LMServer(lm, host=args.host, port=args.port, model_name=args.name, allow_remote=args.allow_remote,
+                      enable_lora=args.enable_lora)
+    print(f"serving {server.model_name} at {server.url}/v1 (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 # ------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Expected failures (bad input, unusable files or folders, an LM that
@@ -374,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(argv[1:])
         args = build_parser().parse_args(argv)
         args.argv = argv
-        return {"eval": cmd_eval, "plot": cmd_plot}[args.command](args)
+        return {"eval": cmd_eval, "plot": cmd_plot, "serve": cmd_serve}[args.command](args)
     except Exception as e:
         if debug or not _expected(e):
             raise

@@ -33,3 +33,34 @@ def test_openai_scores_match_direct_scores_on_gemma(gemma_fp32, mode):
         remote.close()
     finally:
         server.stop()
+
+
+def test_llmrl_serve_answers_scoring_generation_and_embeddings(smollm2_fp32):
+    """`llmrl serve`, the command, in its own process: the OpenAI path a vLLM server takes."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "llmrl.cli", "serve", "smollm2-135m-instruct", "--port", str(port),
+                          "--dtype", "fp32", "--name", "small"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = p.stdout.readline()
+        deadline = time.time() + 120
+        while "serving" not in line:
+            assert p.poll() is None and time.time() < deadline, line + p.stdout.read()
+            line = p.stdout.readline()
+        remote = OpenAILM(f"http://127.0.0.1:{port}/v1", "small", logprobs_mode="prompt_logprobs", timeout=120,
+                          embedding_model="small")
+        for got, want in zip(remote.score(CONTEXTS, ACTIONS), smollm2_fp32.score(CONTEXTS, ACTIONS)):
+            np.testing.assert_allclose(got.logprob, want.logprob, atol=1e-3)
+        assert remote.generate(["1, 2, 3,"], max_new_tokens=5) == smollm2_fp32.generate(["1, 2, 3,"], max_new_tokens=5)
+        np.testing.assert_allclose(remote.embed(["a red ball"]), smollm2_fp32.embed(["a red ball"]), atol=1e-5)
+    finally:
+        p.terminate()
+        p.wait(timeout=30)

@@ -23,6 +23,7 @@ import functools
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,7 @@ class HFLM(LanguageModel):
         self._check_weights()
         self.model.eval()
         self.init = "pretrained"  # or "random:<seed>:..." after reinitialise()
+        self.adapters: dict[str, str] = {}  # adapters loaded at run time: name -> peft's name for it
         self.load_seconds = time.perf_counter() - t0
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -169,6 +171,55 @@ class HFLM(LanguageModel):
                     fresh.get_output_embeddings().weight.copy_(self.model.get_output_embeddings().weight)
         self.model = fresh.to(self.device).eval()
         self.init = f"random:{seed}:{'pretrained-embeddings' if keep_embeddings else 'all'}"
+
+    # ----------------------------------------------------------------- adapters loaded at run time
+    def load_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Load the peft LoRA adapter saved in ``path`` as ``name`` (replacing an adapter of that
+        name): what a serving process does when the learner pushes new adapters (vLLM's
+        ``/v1/load_lora_adapter``). The base weights stay; :meth:`adapter` picks one per call."""
+        from peft import PeftModel
+
+        folder = Path(path)
+        if not (folder / "adapter_config.json").is_file():
+            raise LMError(f"{folder} holds no adapter_config.json: give a folder written by peft's save_pretrained "
+                          "(llmrl.scale.adapter_sync.AdapterSync writes one)")
+        # Each load gets a fresh internal name, so the adapter in use is never deleted under a call.
+        self._adapter_loads = getattr(self, "_adapter_loads", 0) + 1
+        internal = f"runtime_{self._adapter_loads}"  # peft names allow no dots
+        with quiet_loading(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(folder), adapter_name=internal, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=internal)
+        self.model.eval()
+        previous = self.adapters.get(name)
+        self.adapters[name] = internal
+        if previous is not None:
+            self.model.set_adapter(internal)
+            self.model.delete_adapter(previous)
+
+    def unload_adapter(self, name: str) -> None:
+        """Forget adapter ``name`` (KeyError if it is not loaded)."""
+        internal = self.adapters.pop(name)
+        others = [a for a in self.model.peft_config if a != internal]
+        if others:  # peft keeps one adapter at least: a lone one stays in memory, unused
+            self.model.set_adapter(others[0])
+            self.model.delete_adapter(internal)
+
+    @contextlib.contextmanager
+    def adapter(self, name: str | None) -> Iterator[None]:
+        """Calls inside run with adapter ``name`` on, or with none (the base model) for None."""
+        from peft import PeftModel
+
+        if name is None:
+            with self.model.disable_adapter() if isinstance(self.model, PeftModel) else contextlib.nullcontext():
+                yield
+            return
+        if name not in self.adapters:
+            raise LMError(f"no adapter named {name!r} is loaded (loaded: {sorted(self.adapters)}): load it first")
+        self.model.set_adapter(self.adapters[name])
+        yield
 
     def _check_weights(self) -> None:
         """A weight file of NaNs or infinities loads without complaint and scores NaN later."""

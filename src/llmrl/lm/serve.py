@@ -33,6 +33,7 @@ other servers and faults.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import select
@@ -90,6 +91,7 @@ class LMServer(ThreadingHTTPServer):
         model_name: str | None = None,
         limits: ServeLimits | None = None,
         allow_remote: bool = False,
+        enable_lora: bool = False,
     ) -> None:
         if not allow_remote and not _is_loopback(host):
             raise ValueError(f"llmrl's server has no authentication, so it serves loopback addresses only, not "
@@ -99,6 +101,10 @@ class LMServer(ThreadingHTTPServer):
         self.model = model
         self.model_name = model_name or getattr(model, "name", type(model).__name__)
         self.requests: Counter[str] = Counter()
+        if enable_lora and not hasattr(model, "load_adapter"):
+            raise ValueError(f"{type(model).__name__} cannot load adapters at run time: serve a transformers model "
+                             "(the hf backend) to enable LoRA")
+        self.enable_lora = enable_lora
         self._model_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._vocab: dict[str, int] = {}
@@ -154,6 +160,41 @@ class LMServer(ThreadingHTTPServer):
         if not getattr(_REQUEST, "client_alive", lambda: True)():
             raise ConnectionAbortedError("the client hung up")
 
+    def model_call(self) -> Any:
+        """Hold the model for one call, with the request's adapter on (or none for the base model)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self._model_lock)
+        if self.enable_lora:
+            stack.enter_context(self.model.adapter(getattr(_REQUEST, "adapter", None)))  # type: ignore[attr-defined]
+        return stack
+
+    def load_lora_adapter(self, body: dict[str, Any]) -> dict[str, Any]:
+        """vLLM's ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}`` (needs enable_lora)."""
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not self.enable_lora:
+            raise RequestError(400, "this server does not load adapters at run time: start it with --enable-lora")
+        if not isinstance(name, str) or not name or not isinstance(path, str) or name == self.model_name:
+            raise RequestError(400, "give lora_name (not the base model's name) and lora_path (a peft adapter folder)")
+        with self._model_lock:
+            try:
+                self.model.load_adapter(name, path)  # type: ignore[attr-defined]
+            except (OSError, ValueError) as e:
+                raise RequestError(400, f"cannot load the adapter in {path}: {e}") from None
+        return {"status": "ok", "message": f"Success: LoRA adapter '{name}' added successfully."}
+
+    def unload_lora_adapter(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("lora_name")
+        if not self.enable_lora:
+            raise RequestError(400, "this server does not load adapters at run time: start it with --enable-lora")
+        with self._model_lock:
+            if name not in self.model.adapters:  # type: ignore[attr-defined]
+                raise RequestError(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+            self.model.unload_adapter(name)  # type: ignore[attr-defined]
+        return {"status": "ok", "message": f"Success: LoRA adapter '{name}' removed successfully."}
+
+    def served_names(self) -> list[str]:
+        return [self.model_name, *(sorted(self.model.adapters) if self.enable_lora else [])]  # type: ignore[attr-defined]
+
     def check_batch(self, items: list[Any], what: str) -> None:
         if len(items) > self.limits.max_prompts:
             raise RequestError(400, f"{len(items)} {what} in one request; this server takes at most "
@@ -183,7 +224,7 @@ class LMServer(ThreadingHTTPServer):
                 f"the served model {self.model_name} has no token_logprobs method, so this server "
                 "cannot return log-probs",
             )
-        with self._model_lock:
+        with self.model_call():
             # Texts that do not add up to ``text`` are passed on: clients then use /tokenize.
             return [(str(t), None if lp is None else float(lp)) for t, lp in fn(text)]
 
@@ -217,7 +258,7 @@ class LMServer(ThreadingHTTPServer):
             if max_tokens == 0:
                 texts: tuple[str, ...] = ("",) * n
             else:
-                with self._model_lock:
+                with self.model_call():
                     texts = self.model.generate(
                         [p],
                         max_new_tokens=max_tokens,
@@ -308,9 +349,12 @@ class LMServer(ThreadingHTTPServer):
         return {"tokens": ids, "count": len(ids), "max_model_len": 0}
 
     def check_model(self, body: dict[str, Any]) -> None:
+        """The request's model must be served; a loaded adapter's name selects that adapter."""
         name = body.get("model")
-        if name is not None and name != self.model_name:
-            raise RequestError(404, f"The model `{name}` does not exist; this server has `{self.model_name}`.", "NotFoundError")
+        if name is not None and name not in self.served_names():
+            raise RequestError(404, f"The model `{name}` does not exist; this server has "
+                                    f"{', '.join(f'`{n}`' for n in self.served_names())}.", "NotFoundError")
+        _REQUEST.adapter = name if name not in (None, self.model_name) else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -324,7 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             s = self.server
-            self._json(200, {"object": "list", "data": [{"id": s.model_name, "object": "model", "owned_by": "llmrl"}]})
+            self._json(200, {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "llmrl"}
+                                                        for n in s.served_names()]})
         elif self.path.rstrip("/") == "/health":
             self._json(200, {"status": "ok"})
         else:
@@ -349,6 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/v1/completions": s.completions,
             "/v1/embeddings": s.embeddings,
             "/tokenize": s.tokenize,
+            "/v1/load_lora_adapter": s.load_lora_adapter,
+            "/v1/unload_lora_adapter": s.unload_lora_adapter,
         }
         route = routes.get(self.path.rstrip("/"))
         if route is None:
@@ -366,6 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             kind = "echo" if body.get("echo") else "prompt_logprobs" if body.get("prompt_logprobs") is not None else kind
         s.count(kind)
         _REQUEST.deadline = time.monotonic() + s.limits.request_seconds
+        _REQUEST.adapter = None  # until check_model reads the request's model
         _REQUEST.client_alive = self._client_alive
         try:
             self._json(200, route(body))

@@ -177,7 +177,7 @@ PRESETS: dict[str, GLAMConfig] = {
     "paper": GLAMConfig(
         env_id="BabyAI-Text-GoToLocal-v0", total_env_steps=400_000, n_envs=32,
         ppo=PPOConfig(n_steps=40, n_epochs=4, minibatch_size=64, learning_rate=1e-6), micro_batch_size=64,
-        finetune="full", label="glam-paper",
+        micro_batch_tokens=32_768, finetune="full", label="glam-paper",
     ),
     # About 30 minutes on 2 CPU cores (docs/results/glam.md): GoToLocal's 5x5 room with 2 distractors (zero-shot
     # gemma-3-270m: greedy 0%, sampled ~12%), one observation in the prompt (a third of the tokens),
