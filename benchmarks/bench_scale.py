@@ -3,13 +3,15 @@ replicas, each beside the one-process baseline in the same run, then the scaling
 costs predict for a cluster.
 
     python benchmarks/bench_scale.py                 # all of it (~5 minutes on 2 cores)
-    python benchmarks/bench_scale.py --part envs     # envs | lm
+    python benchmarks/bench_scale.py --part envs     # envs | lm | glam
 
 - envs: 16 BabyAI-Text GoToLocal environments stepped in lockstep with random actions, as GLAM
   steps them (``EnvGroup`` here vs ``RayEnvGroup`` over 1, 2, 4 runners); 8 Crafter-Text
   environments (ELLM's), a subprocess vector env here vs ``RayVectorEnv`` over 1 and 2 runners.
 - lm: gemma-3-270m scoring GLAM's six actions after real prompts, 64 contexts per call, in this
   process (1 and all threads) vs ``RayLM`` with 1 and 2 replicas of one thread each.
+- glam: GLAM's training loop on a small run, sync vs async rollouts (``ray.mode``): async lets
+  the rollout worker use a core the learner leaves idle.
 
 A machine with 2 cores cannot show speed-ups from more workers; what it measures is each
 worker's cost (Ray's round trip, an environment step with its serialisation as one runner pays
@@ -140,9 +142,35 @@ def part_lm(ray, args) -> dict:
     return {"context_s": 1 / one}
 
 
+def part_glam(ray, args) -> dict:
+    """GLAM's training loop, sync vs async rollouts, on a small run (the first update, which loads
+    the async worker's model, left out)."""
+    import csv
+    import tempfile
+
+    from llmrl.recipes.glam import config_from, run
+
+    rates = {}
+    for mode in ("sync", "async"):
+        config = config_from("cpu", n_envs=8, total_env_steps=8 * 16 * 5, eval_episodes=0, torch_threads=1,
+                             **{"ppo.n_steps": 16, "ppo.minibatch_size": 32, "micro_batch_size": 16,
+                                "ray.address": "local", "ray.mode": mode})
+        with tempfile.TemporaryDirectory() as tmp:
+            run(config, tmp, progress=False)
+            with open(f"{tmp}/progress.csv") as f:
+                rows = list(csv.DictReader(f))[1:]
+        seconds = sum(float(r["rollout_s"]) + float(r["update_s"]) for r in rows)
+        rates[mode] = config.batch_size * len(rows) / seconds
+        lag = ",".join(r["policy_lag"] for r in rows)
+        print(f"GLAM cpu preset, 8 envs x 16 steps, 1 learner thread, {mode:<5}: {rates[mode]:6.2f} env steps/s "
+              f"(policy lag {lag})")
+    print(f"{'':>52}async / sync: {rates['async'] / rates['sync']:.2f}x")
+    return {}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", default="all", choices=("all", "envs", "lm"))
+    p.add_argument("--part", default="all", choices=("all", "envs", "lm", "glam"))
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--crafter-steps", type=int, default=100)
     p.add_argument("--contexts", type=int, default=64)
@@ -155,6 +183,8 @@ def main() -> None:
         costs.update(part_envs(ray, args))
     if args.part in ("all", "lm"):
         costs.update(part_lm(ray, args))
+    if args.part in ("all", "glam"):
+        part_glam(ray, args)
     print("\nPredicted on a cluster from these costs (one lockstep step or one call, W workers):")
     for key, what in (("babyai", "BabyAI-Text steps/s"), ("crafter", "Crafter-Text steps/s")):
         if key in costs:

@@ -299,15 +299,9 @@ class HFLM(LanguageModel):
                 cand_ids.append(cand_i)
                 owner.append(i)
             ctx_ids.append(ids)
-        n_ctx, n_pairs = len(ctx_ids), len(cand_ids)
 
         # 1. encode contexts once: left-pad so every context ends at the same column.
-        T = max(len(x) for x in ctx_ids)
-        ctx = torch.full((n_ctx, T), pad, dtype=torch.long)
-        ctx_mask = torch.zeros((n_ctx, T), dtype=torch.long)
-        for i, ids in enumerate(ctx_ids):
-            ctx[i, T - len(ids):] = torch.tensor(ids)
-            ctx_mask[i, T - len(ids):] = 1
+        ctx, ctx_mask = _padded(ctx_ids, pad, left=True)
         ctx_pos = (ctx_mask.cumsum(-1) - 1).clamp(min=0)
         out = self._decoder()(
             input_ids=ctx.to(dev), attention_mask=ctx_mask.to(dev), position_ids=ctx_pos.to(dev),
@@ -324,11 +318,7 @@ class HFLM(LanguageModel):
         logprob = self._logprobs_at(ctx_hidden[owner_t.to(dev)], first_tok.to(dev))
         L = int(lengths.max()) - 1
         if L > 0:
-            cont = torch.full((n_pairs, L), pad, dtype=torch.long)
-            cont_mask = torch.zeros((n_pairs, L), dtype=torch.long)
-            for j, ids in enumerate(cand_ids):
-                cont[j, : len(ids) - 1] = torch.tensor(ids[:-1])
-                cont_mask[j, : len(ids) - 1] = 1
+            cont, cont_mask = _padded([ids[:-1] for ids in cand_ids], pad, left=False, width=L)
             cache.reorder_cache(owner_t.to(dev))
             mask = torch.cat([ctx_mask[owner_t], cont_mask], dim=1)
             ctx_len = ctx_mask.sum(-1)[owner_t]
@@ -338,17 +328,12 @@ class HFLM(LanguageModel):
                 input_ids=cont.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                 use_cache=True, **kv_cache_kwargs(decoder, cache),
             ).last_hidden_state
-            # 3. output layer only where a candidate token is predicted: position k -> token k+1.
-            rows, cols, targets = [], [], []
-            for j, ids in enumerate(cand_ids):
-                for k in range(len(ids) - 1):
-                    rows.append(j)
-                    cols.append(k)
-                    targets.append(ids[k + 1])
-            if rows:
-                r = torch.tensor(rows, device=dev)
-                lp = self._logprobs_at(h[r, torch.tensor(cols, device=dev)], torch.tensor(targets, device=dev))
-                logprob = logprob.index_add(0, r, lp)
+            # 3. output layer only where a candidate token is predicted: position k -> token k+1,
+            #    i.e. every unmasked cell of the continuation.
+            r, c = cont_mask.nonzero(as_tuple=True)
+            targets = torch.tensor([t for ids in cand_ids for t in ids[1:]], dtype=torch.long)
+            lp = self._logprobs_at(h[r.to(dev), c.to(dev)], targets.to(dev))
+            logprob = logprob.index_add(0, r.to(dev), lp)
         return ScoreTensors(logprob, lengths.to(dev), owner_t.to(dev), ctx_hidden)
 
     def score(
@@ -490,3 +475,14 @@ class _StopStrings:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
+
+
+def _padded(rows: Sequence[Sequence[int]], pad: int, left: bool, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded into one (n, width) tensor and its 0/1 mask, built in numpy in one go."""
+    width = width or max(len(x) for x in rows)
+    lengths = np.fromiter((len(x) for x in rows), dtype=np.int64, count=len(rows))
+    col = np.arange(width)[None, :]
+    mask = (col >= width - lengths[:, None]) if left else (col < lengths[:, None])
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    ids[mask] = np.fromiter((t for x in rows for t in x), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
