@@ -168,35 +168,34 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_glam_with_ray_env_runners_writes_the_plain_runs_rows(tmp_path):
-    runs = [_train(tmp_path / "plain"), _train(tmp_path / "ray", "--ray", "--ray.env-runners", "3")]  # side by side
-    for p in runs:
-        _finish(p)
-    plain = _rows(tmp_path / "plain")
-    assert len(plain) == 4 and _rows(tmp_path / "ray") == plain
-    assert any(r["episodes"] != "0" for r in plain)  # episodes ended, so the runners reset them
-
-
-@pytest.mark.slow
-def test_glam_async_rollouts_log_their_lag_and_resume_exactly(tmp_path):
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    p_full = _train(full, "--ray", "--ray.mode", "async")  # side by side with the run to be killed
+def test_glam_on_ray_writes_the_plain_runs_rows_and_async_rollouts_resume_exactly(tmp_path):
+    # Four runs side by side (one torch thread each): plain, sync on 3 env runners, async, and an
+    # async run killed at its first checkpoint.
+    full, killed = tmp_path / "async", tmp_path / "killed"
+    runs = [_train(tmp_path / "plain"), _train(tmp_path / "ray", "--ray", "--ray.env-runners", "3"),
+            _train(full, "--ray", "--ray.mode", "async")]
     p = _train(killed, "--ray", "--ray.mode", "async")
     ckpt = killed / "checkpoints" / "latest.pt"
-    deadline = time.time() + 300
+    deadline = time.time() + 400
     while not ckpt.exists():
         assert p.poll() is None, p.communicate()[0]
-        assert time.time() < deadline, "no checkpoint after 300 s"
+        assert time.time() < deadline, "no checkpoint after 400 s"
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert len(_rows(killed)) < 4
-    _finish(p_full)
+    for run in runs:
+        _finish(run)
+
+    plain = _rows(tmp_path / "plain")
+    assert len(plain) == 4 and _rows(tmp_path / "ray") == plain
+    assert any(r["episodes"] != "0" for r in plain)  # episodes ended, so the runners reset them
     reference = _rows(full)
     assert [r["policy_lag"] for r in reference] == ["0", "1", "1", "1"]
+    assert [r["policy_lag"] for r in plain] == ["0"] * 4
+
+    assert len(_rows(killed)) < 4
     _finish(_train(killed, "--ray", "--ray.mode", "async", "--resume"))
     assert _rows(killed) == reference  # the rollout in flight was checkpointed with the worker's envs
-
     p = _train(killed, "--resume", "--ray.mode", "sync", "--ray")
     out, _ = p.communicate(timeout=120)
     assert p.returncode != 0 and "ray.mode" in out  # a run cannot switch between sync and async

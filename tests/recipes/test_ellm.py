@@ -141,3 +141,29 @@ def test_the_paper_preset_runs_on_stacked_gray_frames_with_goal_conditioning(tmp
     state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert state["loop"]["t"] == 64
     assert json.loads((run / "done.json").read_text())["updates"] > 0
+
+
+@pytest.mark.slow
+def test_ellm_on_ray_env_runners_and_lm_replicas_writes_the_plain_runs_rows(tmp_path):
+    """--ray: Crafter-Text in 2 env runners and the explorer's LM on a Ray replica; same episodes,
+    same suggestions, same losses as in one process."""
+    pytest.importorskip("ray")
+    import csv
+
+    timing = {"wall_s", "steps_per_s", "lm_share"}
+
+    def rows(run):
+        with open(run / "progress.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(f)]
+
+    short = {**TINY, "methods": ("ellm",), "seeds": (1,), "eval_episodes": 0, "total_env_steps": 80,
+             "checkpoint_every": 80}
+    # Each run its own LM cache: a shared one would answer the second run's prompts for free.
+    plain = ellm.config_from("cpu", **short, lm_cache=str(tmp_path / "plain.sqlite"))
+    on_ray = ellm.config_from("cpu", **short, lm_cache=str(tmp_path / "ray.sqlite"),
+                              **{"ray.address": "local", "ray.env_runners": 2})
+    a = ellm.train_run(plain, "ellm", 1, tmp_path / "plain", progress=False)
+    b = ellm.train_run(on_ray, "ellm", 1, tmp_path / "ray", progress=False)
+    assert len(rows(a)) == 1 and rows(a) == rows(b)
+    assert int(rows(b)[0]["lm_new_prompts"]) > 0  # the replica, not a cache, answered
+    assert (a / "episodes.jsonl").read_text() == (b / "episodes.jsonl").read_text()

@@ -96,6 +96,9 @@ def connect(config: RayConfig) -> Any:
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                               "configure_logging": False}
     if config.address == LOCAL:
+        # Ray runs its workers at nice 15; here they do the run's real work (LM replicas, the
+        # async rollout), so on a shared machine they must not yield to every other process.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         kwargs["object_store_memory"] = LOCAL_OBJECT_STORE_BYTES
         if config.num_cpus:
             kwargs["num_cpus"] = config.num_cpus
