@@ -3,6 +3,7 @@ update as it was (``baseline``) and as tuned for a GPU (``tuned``), side by side
 
     python benchmarks/bench_glam_update.py                              # cpu preset, this machine
     python benchmarks/bench_glam_update.py --preset paper --updates 2   # GLAM's scale (a GPU)
+    python benchmarks/bench_glam_update.py --finetune full --variants ""   # only the checkpoint stall
     python benchmarks/bench_glam_update.py --preset paper --random-from DIR --compile
         # DIR holds a model's config.json and tokenizer: a randomly initialised copy is built
         # there (throughput does not depend on the weights), for machines without the weights
@@ -134,7 +135,8 @@ def main() -> None:
     p.add_argument("--transitions", type=int, default=0, help="transitions per update (0: the preset's)")
     p.add_argument("--tokens", type=int, default=32768, help="tuned: padded tokens per micro-batch")
     p.add_argument("--compile", action="store_true", help="tuned: torch.compile the decoder")
-    p.add_argument("--variants", default="baseline,tuned")
+    p.add_argument("--variants", default="baseline,tuned", help="comma-separated; empty: only the checkpoint stall")
+    p.add_argument("--finetune", default=None, choices=("lora", "full"), help="override the preset's")
     args = p.parse_args()
 
     config = PRESETS[args.preset]
@@ -142,7 +144,8 @@ def main() -> None:
     if args.random_from:
         dtype = torch.bfloat16 if args.dtype in ("auto", "bf16") else torch.float32
         model = str(random_model(Path(args.random_from), Path(tempfile.mkdtemp()) / "random-model", dtype))
-    config = dataclasses.replace(config, model=model, device=args.device, dtype=args.dtype)
+    config = dataclasses.replace(config, model=model, device=args.device, dtype=args.dtype,
+                                 finetune=args.finetune or config.finetune)
     n = args.transitions or config.batch_size
     policy = build_policy(config)
     env_id = config.env_id
@@ -156,7 +159,7 @@ def main() -> None:
           f"minibatch {config.ppo.minibatch_size}; model {Path(model).name}; {name}; "
           f"{flops / 1e12:.2f} TFLOP per update")
     results = {}
-    for variant in args.variants.split(","):
+    for variant in filter(None, args.variants.split(",")):
         tuned = variant == "tuned"
         cfg = dataclasses.replace(config, micro_batch_tokens=args.tokens if tuned else 0)
         if tuned and args.compile:
