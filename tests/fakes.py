@@ -250,3 +250,26 @@ class MisbehavingServer(LMServer):
             if toks:
                 toks[0] = ("\u2581" + toks[0][0], toks[0][1])
         return super().logprobs_block(toks, n_prompt, echo)
+
+
+class ProgramLM(LanguageModel):
+    """Writes programs from a list, in order, K at a time: the LM-as-programmer loops' stand-in
+    (a real model runs in the slow tests). Every prompt is kept, to check what was fed back."""
+
+    name = "programs"
+
+    def __init__(self, bodies):
+        super().__init__()
+        self.bodies, self.prompts, self.next = list(bodies), [], 0
+
+    def score(self, contexts, candidates):
+        raise NotImplementedError
+
+    def generate(self, prompts, n=1, **kwargs):
+        self.prompts += list(prompts)
+        out = []
+        for p in prompts:
+            texts = tuple(self.bodies[(self.next + i) % len(self.bodies)] for i in range(n))
+            self.next += n
+            out.append(Generation(p, texts))
+        return out

@@ -51,6 +51,9 @@ RECIPES: dict[str, Recipe] = {
                "KALM: offline RL with the grounded LM's imaginary rollouts on CLEVR-Robot (stages)", ("mujoco",)),
         Recipe("ellm", "llmrl.recipes.ellm",
                "ELLM: DQN in Crafter with LM-suggested goals vs no bonus, novelty, RND, oracle", ("crafter",)),
+        Recipe("reward-coder", "llmrl.recipes.reward_coder",
+               "Eureka/Text2Reward: the LM writes reward code, sandboxed, improved by reflection; vs human and sparse",
+               ("minigrid",)),
     )
 }
 

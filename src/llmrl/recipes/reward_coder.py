@@ -1,0 +1,379 @@
+"""Reward-Coder: the LM writes reward functions, and Eureka's search with reflection improves them.
+
+Per iteration the LM samples ``samples`` programs (:mod:`llmrl.roles.reward_coder`); each trains
+Stable-Baselines3 PPO for ``search_steps`` with its reward alone, in :mod:`llmrl.sandbox`, and its
+fitness is the task's success rate on ``eval_episodes`` test episodes. The best program so far
+and its reflection go into the next prompt. Then the comparison: the best program, the
+environment's own ("human") reward and the sparse success reward each train PPO for
+``final_steps`` on ``final_seeds`` seeds, judged by the same success measure.
+
+Every search step is counted: the run reports the env steps the search spent beside the
+comparison's, so "LM reward at N steps" is never read without the steps it took to find it.
+
+Run folder: ``config.json``; ``candidates.jsonl`` (every program, runnable or not, with its
+error or its statistics); ``progress.csv`` (one row per iteration: runnable share, best and
+mean fitness, LM and training seconds); ``best_reward.py``; ``final.csv`` (one row per reward
+and seed) and ``summary.json``. An interrupted run resumes at the first unfinished iteration or
+comparison run (the LM's samples are seeded, so a resumed search writes the same programs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrl.config import config_from as _config_from
+from llmrl.config import require_positive
+from llmrl.envs.code_tasks import TASKS, get_task
+from llmrl.roles.coder import Candidate, sample_programs
+from llmrl.roles.reward_coder import CodeRewardVecEnv, SandboxedReward, program_start, reward_prompt
+from llmrl.runs import (JsonLines, ProgressLog, RunFolder, RunResult, atomic_write_json, atomic_write_text,
+                        read_json_lines, read_rows)
+from llmrl.sandbox import CodeFailure, Limits
+from llmrl.scale import RayConfig
+from llmrl.stats import t_interval
+from llmrl.workers import run_jobs
+
+RECIPE = "reward-coder"
+REWARDS = ("code", "human", "sparse", "file")
+PROGRESS = ("iteration", "env_steps", "candidates", "runnable", "runnable_share", "best_fitness", "mean_fitness",
+            "lm_seconds", "train_seconds")  # fmt: skip
+FINAL = ("reward", "seed", "success_rate", "env_return", "env_steps", "seconds")
+
+
+@dataclass
+class RewardCoderConfig:
+    """Reward-Coder's settings; every field lands in the run's ``config.json``."""
+
+    task: str = "mountain-car"
+    """the task (llmrl.envs.code_tasks.TASKS): mountain-car, pendulum, door-key"""
+    model: str = "gemma-3-270m"
+    """the LM that writes the programs (any llmrl model name, e.g. openai:http://host/v1#model)"""
+    seed: int = 0
+    """seeds the LM's sampling and the search's trainings; comparison seeds are seed, seed+1, ..."""
+    iterations: int = 3
+    """search iterations (Eureka: 5)"""
+    samples: int = 4
+    """programs sampled per iteration (Eureka: 16)"""
+    temperature: float = 1.0
+    """the LM's sampling temperature (Eureka: 1.0)"""
+    max_new_tokens: int = 320
+    """longest program body"""
+    search_steps: int = 30_000
+    """env steps of each candidate's training"""
+    final_steps: int = 30_000
+    """env steps of each comparison run"""
+    final_seeds: int = 3
+    """comparison runs per reward"""
+    rewards: tuple[str, ...] = ("code", "human", "sparse")
+    """what the comparison trains with: code (the LM's best program), human (the env's own), sparse
+    (1 when the success condition holds), file (``reward_file``)"""
+    reward_file: str = ""
+    """a reward program of your own (a .py file defining compute_reward(s, a, s_next)), trained as the
+    ``file`` arm through the same sandbox: a bigger model's program, or a hand-written one"""
+    eval_episodes: int = 20
+    """test episodes behind every fitness and success rate (deterministic policy)"""
+    eval_seed: int = 100_000
+    """seed of the first test episode"""
+    call_seconds: float = 10.0
+    """the sandbox's deadline for one batch of rewards"""
+    sandbox_weaker: bool = False
+    """run even where a sandbox layer is missing (the layers missing are logged)"""
+    workers: int = 2
+    """trainings side by side (llmrl.workers, one torch thread each)"""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Scale out: candidate and comparison trainings on ``workers`` Ray actors"""
+    label: str = RECIPE
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: choose from {', '.join(TASKS)}")
+        require_positive(self, "iterations", "samples", "max_new_tokens", "search_steps", "final_steps",
+                         "final_seeds", "eval_episodes", "workers")  # fmt: skip
+        self.rewards = tuple(self.rewards)
+        bad = [r for r in self.rewards if r not in REWARDS]
+        if bad:
+            raise ValueError(f"unknown reward(s) {bad}: choose from {', '.join(REWARDS)}")
+        if self.temperature < 0 or self.call_seconds <= 0:
+            raise ValueError("temperature must be >= 0 and call_seconds > 0")
+        if self.ray.mode != "sync":
+            raise ValueError("ray.mode must be sync: the search has no asynchronous part")
+        if ("file" in self.rewards) != bool(self.reward_file):
+            raise ValueError("reward_file and the 'file' reward go together: set both (rewards=code,human,sparse,file "
+                             "--reward-file my_reward.py) or neither")
+        if self.reward_file and not Path(self.reward_file).is_file():
+            raise ValueError(f"reward_file {self.reward_file!r} does not exist")
+
+
+Config = RewardCoderConfig
+
+# Budgets: PPO solves each task with the human reward in about these steps on this CPU, if it can.
+PRESETS: dict[str, RewardCoderConfig] = {
+    "cpu": RewardCoderConfig(),
+    "cpu-pendulum": RewardCoderConfig(task="pendulum", search_steps=60_000, final_steps=60_000),
+    "cpu-door-key": RewardCoderConfig(task="door-key", search_steps=60_000, final_steps=60_000),
+    # Eureka's search: 16 samples x 5 iterations; longer trainings.
+    "paper": RewardCoderConfig(iterations=5, samples=16, search_steps=100_000, final_steps=200_000, final_seeds=5),
+    "smoke": RewardCoderConfig(iterations=1, samples=2, search_steps=2048, final_steps=2048, final_seeds=1,
+                               eval_episodes=2, max_new_tokens=96, workers=1),
+}
+
+_RESUMABLE = ("workers", "ray", "call_seconds", "sandbox_weaker", "label")
+
+
+def config_from(preset: str = "cpu", **overrides: Any) -> RewardCoderConfig:
+    return _config_from(PRESETS, preset, overrides)
+
+
+# --- one training ---------------------------------------------------------------------------------
+
+
+def train(task_name: str, reward: str, code: str | None, steps: int, seed: int, eval_episodes: int, eval_seed: int,
+          call_seconds: float = 10.0, allow_weaker: bool = False) -> dict[str, Any]:  # fmt: skip
+    """PPO on the task with one reward; the task's success rate on test episodes and the training curves.
+
+    A failing program ends the training early: the result's ``failure`` holds its kind and
+    message, and the curves hold what was recorded until then."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    task = get_task(task_name)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+
+    def make(i: int):
+        def thunk():
+            env = task.policy_env("sparse" if reward == "sparse" else "human")
+            env = Monitor(env)
+            env.reset(seed=seed * 1000 + i)
+            env.action_space.seed(seed * 1000 + i)
+            return env
+
+        return thunk
+
+    venv: Any = DummyVecEnv([make(i) for i in range(task.n_envs)])
+    coded = None
+    stats: dict[str, Any] = {"success_curve": [], "env_return_curve": [], "components": {}, "env_steps": 0}
+    if reward == "code":
+        try:
+            coded = SandboxedReward(code or "", limits=Limits(call_seconds=call_seconds), allow_weaker=allow_weaker)
+        except CodeFailure as e:  # it does not even load: no training
+            venv.close()
+            return {**stats, "failure": {"kind": e.kind, "message": e.feedback()[:3000]},
+                    "seconds": time.perf_counter() - start}  # fmt: skip
+        venv = CodeRewardVecEnv(venv, coded)
+    venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=task.ppo.get("gamma", 0.99))
+
+    class Curves(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.successes: list[float] = []
+            self.returns: list[float] = []
+
+        def _on_step(self) -> bool:
+            for info, done in zip(self.locals["infos"], self.locals["dones"]):
+                if done:
+                    self.successes.append(float(info.get("success", False)))
+                    if "episode" in info:
+                        self.returns.append(float(info["episode"]["r"]))
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if self.successes:
+                stats["success_curve"].append(float(np.mean(self.successes)))
+                stats["env_return_curve"].append(float(np.mean(self.returns)) if self.returns else 0.0)
+            self.successes, self.returns = [], []
+            if coded is not None:
+                for k, v in venv.venv.take_components().items():
+                    stats["components"].setdefault(k, []).append(v)
+            stats["env_steps"] = int(self.num_timesteps)
+
+    # ``sparse`` and ``code`` runs log the env's own return through Monitor, which sits below the
+    # reward swap; for ``sparse`` Monitor sees the sparse reward, so read env returns from code/human only.
+    model = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **task.ppo)
+    failure = None
+    try:
+        model.learn(steps, callback=Curves())
+    except CodeFailure as e:
+        failure = {"kind": e.kind, "message": e.feedback()[:3000]}
+        stats["env_steps"] = int(model.num_timesteps)  # the steps it cost count too
+    finally:
+        if coded is not None:
+            coded.close()
+    result = {**stats, "failure": failure, "seconds": 0.0}
+    if failure is None:
+        result.update(evaluate(model, task_name, eval_episodes, eval_seed))
+    result["seconds"] = time.perf_counter() - start
+    venv.close()
+    return result
+
+
+def evaluate(model: Any, task_name: str, episodes: int, seed: int) -> dict[str, float]:
+    """The trained policy (deterministic) on ``episodes`` test episodes: success rate, env return."""
+    task = get_task(task_name)
+    successes, returns = [], []
+    for k in range(episodes):
+        env = task.policy_env("human")
+        obs, _ = env.reset(seed=seed + k)
+        total, done, info = 0.0, False, {}
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, r, terminated, truncated, info = env.step(action)
+            total += float(r)
+            done = terminated or truncated
+        successes.append(float(info.get("success", False)))
+        returns.append(total)
+        env.close()
+    return {"success_rate": float(np.mean(successes)), "env_return": float(np.mean(returns))}
+
+
+def _train_job(args: dict[str, Any]) -> dict[str, Any]:
+    return train(**args)
+
+
+# --- the search -------------------------------------------------------------------------------------
+
+
+def _search(config: RewardCoderConfig, folder: RunFolder, progress: bool) -> list[Candidate]:
+    task = get_task(config.task)
+    path = folder.path / "candidates.jsonl"
+    done = [Candidate(**r) for r in read_json_lines(path)] if path.exists() else []
+    rows = read_rows(folder.path / "progress.csv", "iteration") if folder.resumed else []
+    finished_iterations = {int(r["iteration"]) for r in rows}
+    done = [c for c in done if c.iteration in finished_iterations]
+    log = folder.progress(PROGRESS, key="iteration", resume_at=max(finished_iterations, default=-1) + 0.5)
+    out = JsonLines(path, key="iteration", resume_at=max(finished_iterations, default=-1) + 0.5)
+    lm = None
+    env_steps = sum(c.stats.get("env_steps", 0) for c in done)
+    for it in range(config.iterations):
+        if it in finished_iterations:
+            continue
+        if lm is None:
+            from llmrl.lm import load_model
+
+            lm = load_model(config.model)
+        best = max((c for c in done if c.runnable), key=lambda c: (c.fitness or 0.0), default=None)
+        failures = [c for c in done if c.iteration == it - 1 and not c.runnable]
+        prompt = reward_prompt(task, best, failures)
+        t0 = time.perf_counter()
+        codes = sample_programs(lm, prompt, program_start(task), config.samples, temperature=config.temperature,
+                                max_new_tokens=config.max_new_tokens, seed=config.seed * 1000 + it)  # fmt: skip
+        lm_seconds = time.perf_counter() - t0
+        candidates = [Candidate(it, i, code) for i, code in enumerate(codes)]
+        jobs = [({"task_name": config.task, "reward": "code", "code": c.code, "steps": config.search_steps,
+                  "seed": config.seed * 1000 + it * 100 + c.index, "eval_episodes": config.eval_episodes,
+                  "eval_seed": config.eval_seed + 50_000, "call_seconds": config.call_seconds,
+                  "allow_weaker": config.sandbox_weaker},) for c in candidates]  # fmt: skip
+        t0 = time.perf_counter()
+        for i, result in run_jobs(_train_job, jobs, config.workers, cluster=config.ray):
+            c = candidates[i]
+            c.seconds = result["seconds"]
+            c.stats = {k: result[k] for k in ("success_curve", "env_return_curve", "components", "env_steps")}
+            env_steps += result["env_steps"]
+            if result["failure"]:
+                c.status, c.error = result["failure"]["kind"], result["failure"]["message"]
+            else:
+                c.status, c.fitness = "ok", result["success_rate"]
+                c.stats["env_return"] = result["env_return"]
+        train_seconds = time.perf_counter() - t0
+        for c in candidates:
+            out.write({"iteration": it, **c.record()})
+        out.flush()
+        ok = [c for c in candidates if c.runnable]
+        log.write({"iteration": it, "env_steps": env_steps, "candidates": len(candidates), "runnable": len(ok),
+                   "runnable_share": len(ok) / len(candidates),
+                   "best_fitness": max((c.fitness for c in ok), default=None),
+                   "mean_fitness": float(np.mean([c.fitness for c in ok])) if ok else None,
+                   "lm_seconds": lm_seconds, "train_seconds": train_seconds})  # fmt: skip
+        done += candidates
+        if progress:
+            print(f"[{config.label}] iteration {it}: {len(ok)}/{len(candidates)} runnable, best fitness "
+                  f"{max((c.fitness for c in ok), default=float('nan')):.2f}", flush=True)
+    log.close()
+    out.close()
+    if lm is not None:
+        lm.close()
+    return done
+
+
+def run(config: RewardCoderConfig, out: str | os.PathLike[str], *, resume: bool = False,
+        progress: bool = True) -> RunResult:
+    """Search for a reward program, then compare it with the human and sparse rewards."""
+    folder = RunFolder(out, RECIPE, config, resume=resume, may_change=_RESUMABLE,
+                       identity={"task": config.task, "model": config.model, "seed": config.seed})
+    candidates = _search(config, folder, progress)
+    runnable = [c for c in candidates if c.runnable]
+    best = max(runnable, key=lambda c: (c.fitness or 0.0, -c.iteration), default=None)
+    if best is not None:
+        atomic_write_text(folder.path / "best_reward.py", best.code)
+    final_path = folder.path / "final.csv"
+    rows = read_rows(final_path, "seed") if final_path.exists() else []
+    have = {(r["reward"], int(r["seed"])) for r in rows}
+    todo = [(reward, config.seed + k) for reward in config.rewards for k in range(config.final_seeds)
+            if (reward, config.seed + k) not in have and (reward != "code" or best is not None)]  # fmt: skip
+    programs = {"code": best.code if best else None}
+    if config.reward_file:
+        programs["file"] = Path(config.reward_file).read_text()
+        atomic_write_text(folder.path / "reward_file.py", programs["file"])
+    jobs = [({"task_name": config.task, "reward": "code" if reward == "file" else reward, "code": programs.get(reward),
+              "steps": config.final_steps, "seed": seed, "eval_episodes": config.eval_episodes,
+              "eval_seed": config.eval_seed, "call_seconds": config.call_seconds,
+              "allow_weaker": config.sandbox_weaker},) for reward, seed in todo]  # fmt: skip
+    final = ProgressLog(final_path, FINAL, key="seed", resume_at=math.inf)  # keeps the rows already there
+    for i, result in run_jobs(_train_job, jobs, config.workers, cluster=config.ray):
+        reward, seed = todo[i]
+        row = {"reward": reward, "seed": seed, "success_rate": result.get("success_rate"),
+               "env_return": result.get("env_return"), "env_steps": result["env_steps"],
+               "seconds": result["seconds"]}  # fmt: skip
+        final.write(row)
+        rows.append({k: str(v) for k, v in row.items()})
+        if progress:
+            print(f"[{config.label}] {reward} seed {seed}: success {row['success_rate']}", flush=True)
+    final.close()
+    summary = _summary(config, candidates, rows, best)
+    atomic_write_json(folder.path / "summary.json", summary)
+    metrics = {f"{r}/success_rate": summary["final"][r]["mean"] for r in summary["final"]}
+    metrics["runnable_share"] = summary["search"]["runnable_share"]
+    folder.finish(metrics)
+    files = {"candidates": folder.path / "candidates.jsonl", "final": final_path, "summary": folder.path / "summary.json"}
+    return RunResult(RECIPE, folder.path, metrics, files)
+
+
+def _summary(config: RewardCoderConfig, candidates: list[Candidate], rows: list[dict[str, str]],
+             best: Candidate | None) -> dict[str, Any]:  # fmt: skip
+    by_iteration = {}
+    for it in range(config.iterations):
+        cs = [c for c in candidates if c.iteration == it]
+        if cs:
+            statuses: dict[str, int] = {}
+            for c in cs:
+                statuses[c.status] = statuses.get(c.status, 0) + 1
+            by_iteration[it] = {"candidates": len(cs), "runnable_share": sum(c.runnable for c in cs) / len(cs),
+                                "statuses": statuses,
+                                "best_fitness": max((c.fitness for c in cs if c.runnable), default=None)}  # fmt: skip
+    final = {}
+    for reward in config.rewards:
+        values = [float(r["success_rate"]) for r in rows if r["reward"] == reward and r["success_rate"] not in ("", "None")]
+        if values:
+            mean, lo, hi = t_interval(values)
+            final[reward] = {"mean": mean, "ci95": [lo, hi], "seeds": len(values), "values": values}
+    if "code" in config.rewards and best is None:
+        final["code"] = {"mean": None, "seeds": 0, "note": "the search found no runnable program"}
+    search_steps = sum(c.stats.get("env_steps", 0) for c in candidates)
+    return {
+        "task": config.task, "model": config.model,
+        "search": {"candidates": len(candidates), "runnable_share": (sum(c.runnable for c in candidates) / len(candidates)
+                                                                    if candidates else 0.0),
+                   "by_iteration": by_iteration, "env_steps": search_steps,
+                   "best": {"iteration": best.iteration, "index": best.index, "fitness": best.fitness} if best else None},
+        "final": final, "final_steps_per_run": config.final_steps,
+    }  # fmt: skip
