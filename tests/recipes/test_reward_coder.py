@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from fakes import ProgramLM
 
 from llmrl.recipes import reward_coder as rc
 from llmrl.runs import read_json_lines, read_rows
-from fakes import ProgramLM
 
 GOOD = "    h = math.sin(3 * s_next['position'])\n    v = 10 * abs(s_next['velocity'])\n    return h + v, {'height': h, 'speed': v}\n```"
 BODIES = [

@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmrl.sandbox import LAYERS, CodeFailure, Limits, Sandbox, SandboxUnavailable, reject_early, static_check
+from llmrl.sandbox import (
+    LAYERS,
+    CodeFailure,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+    reject_early,
+    static_check,
+)
 
 CANARY_KEY = f"sk-canary-{uuid.uuid4().hex}"
 SECRET = f"secret-{uuid.uuid4().hex}"

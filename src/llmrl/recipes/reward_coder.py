@@ -31,10 +31,27 @@ import numpy as np
 from llmrl.config import config_from as _config_from
 from llmrl.config import require_positive
 from llmrl.envs.code_tasks import TASKS, get_task
-from llmrl.roles.coder import Candidate, sample_programs
-from llmrl.roles.reward_coder import CodeRewardVecEnv, SandboxedReward, program_start, reward_prompt
-from llmrl.runs import (JsonLines, ProgressLog, RunFolder, RunResult, atomic_write_json, atomic_write_text,
-                        read_json_lines, read_rows)
+from llmrl.roles.coder import (
+    Candidate,
+    SearchSettings,
+    best_of,
+    code_search,
+    search_summary,
+)
+from llmrl.roles.reward_coder import (
+    CodeRewardVecEnv,
+    SandboxedReward,
+    program_start,
+    reward_prompt,
+)
+from llmrl.runs import (
+    ProgressLog,
+    RunFolder,
+    RunResult,
+    atomic_write_json,
+    atomic_write_text,
+    read_rows,
+)
 from llmrl.sandbox import CodeFailure, Limits
 from llmrl.scale import RayConfig
 from llmrl.stats import t_interval
@@ -42,8 +59,6 @@ from llmrl.workers import run_jobs
 
 RECIPE = "reward-coder"
 REWARDS = ("code", "human", "sparse", "file")
-PROGRESS = ("iteration", "env_steps", "candidates", "runnable", "runnable_share", "best_fitness", "mean_fitness",
-            "lm_seconds", "train_seconds")  # fmt: skip
 FINAL = ("reward", "seed", "success_rate", "env_return", "env_steps", "seconds")
 
 
@@ -240,69 +255,34 @@ def _train_job(args: dict[str, Any]) -> dict[str, Any]:
     return train(**args)
 
 
-# --- the search -------------------------------------------------------------------------------------
+def _search_job(args: dict[str, Any]) -> dict[str, Any]:
+    """One candidate's training, in the search's uniform shape."""
+    result = train(**args)
+    stats = {k: result[k] for k in ("success_curve", "env_return_curve", "components")}
+    if result["failure"] is None:
+        stats["env_return"] = result["env_return"]
+    return {"failure": result["failure"], "fitness": result.get("success_rate"), "stats": stats,
+            "env_steps": result["env_steps"], "seconds": result["seconds"]}  # fmt: skip
 
 
 def _search(config: RewardCoderConfig, folder: RunFolder, progress: bool) -> list[Candidate]:
     task = get_task(config.task)
-    path = folder.path / "candidates.jsonl"
-    done = [Candidate(**r) for r in read_json_lines(path)] if path.exists() else []
-    rows = read_rows(folder.path / "progress.csv", "iteration") if folder.resumed else []
-    finished_iterations = {int(r["iteration"]) for r in rows}
-    done = [c for c in done if c.iteration in finished_iterations]
-    log = folder.progress(PROGRESS, key="iteration", resume_at=max(finished_iterations, default=-1) + 0.5)
-    out = JsonLines(path, key="iteration", resume_at=max(finished_iterations, default=-1) + 0.5)
-    lm = None
-    env_steps = sum(c.stats.get("env_steps", 0) for c in done)
-    for it in range(config.iterations):
-        if it in finished_iterations:
-            continue
-        if lm is None:
-            from llmrl.lm import load_model
 
-            lm = load_model(config.model)
-        best = max((c for c in done if c.runnable), key=lambda c: (c.fitness or 0.0), default=None)
+    def prompt(done: list[Candidate]) -> str:
+        it = max((c.iteration for c in done), default=-1) + 1
         failures = [c for c in done if c.iteration == it - 1 and not c.runnable]
-        prompt = reward_prompt(task, best, failures)
-        t0 = time.perf_counter()
-        codes = sample_programs(lm, prompt, program_start(task), config.samples, temperature=config.temperature,
-                                max_new_tokens=config.max_new_tokens, seed=config.seed * 1000 + it)  # fmt: skip
-        lm_seconds = time.perf_counter() - t0
-        candidates = [Candidate(it, i, code) for i, code in enumerate(codes)]
-        jobs = [({"task_name": config.task, "reward": "code", "code": c.code, "steps": config.search_steps,
-                  "seed": config.seed * 1000 + it * 100 + c.index, "eval_episodes": config.eval_episodes,
-                  "eval_seed": config.eval_seed + 50_000, "call_seconds": config.call_seconds,
-                  "allow_weaker": config.sandbox_weaker},) for c in candidates]  # fmt: skip
-        t0 = time.perf_counter()
-        for i, result in run_jobs(_train_job, jobs, config.workers, cluster=config.ray):
-            c = candidates[i]
-            c.seconds = result["seconds"]
-            c.stats = {k: result[k] for k in ("success_curve", "env_return_curve", "components", "env_steps")}
-            env_steps += result["env_steps"]
-            if result["failure"]:
-                c.status, c.error = result["failure"]["kind"], result["failure"]["message"]
-            else:
-                c.status, c.fitness = "ok", result["success_rate"]
-                c.stats["env_return"] = result["env_return"]
-        train_seconds = time.perf_counter() - t0
-        for c in candidates:
-            out.write({"iteration": it, **c.record()})
-        out.flush()
-        ok = [c for c in candidates if c.runnable]
-        log.write({"iteration": it, "env_steps": env_steps, "candidates": len(candidates), "runnable": len(ok),
-                   "runnable_share": len(ok) / len(candidates),
-                   "best_fitness": max((c.fitness for c in ok), default=None),
-                   "mean_fitness": float(np.mean([c.fitness for c in ok])) if ok else None,
-                   "lm_seconds": lm_seconds, "train_seconds": train_seconds})  # fmt: skip
-        done += candidates
-        if progress:
-            print(f"[{config.label}] iteration {it}: {len(ok)}/{len(candidates)} runnable, best fitness "
-                  f"{max((c.fitness for c in ok), default=float('nan')):.2f}", flush=True)
-    log.close()
-    out.close()
-    if lm is not None:
-        lm.close()
-    return done
+        return reward_prompt(task, best_of(done), failures)
+
+    def job_args(c: Candidate) -> dict[str, Any]:
+        return {"task_name": config.task, "reward": "code", "code": c.code, "steps": config.search_steps,
+                "seed": config.seed * 1000 + c.iteration * 100 + c.index, "eval_episodes": config.eval_episodes,
+                "eval_seed": config.eval_seed + 50_000, "call_seconds": config.call_seconds,
+                "allow_weaker": config.sandbox_weaker}  # fmt: skip
+
+    settings = SearchSettings(config.model, config.iterations, config.samples, config.temperature,
+                              config.max_new_tokens, config.seed, config.workers, config.ray, config.label)
+    return code_search(folder, settings, prompt=prompt, start=program_start(task), job=_search_job,
+                       job_args=job_args, progress=progress)
 
 
 def run(config: RewardCoderConfig, out: str | os.PathLike[str], *, resume: bool = False,
@@ -311,8 +291,7 @@ def run(config: RewardCoderConfig, out: str | os.PathLike[str], *, resume: bool 
     folder = RunFolder(out, RECIPE, config, resume=resume, may_change=_RESUMABLE,
                        identity={"task": config.task, "model": config.model, "seed": config.seed})
     candidates = _search(config, folder, progress)
-    runnable = [c for c in candidates if c.runnable]
-    best = max(runnable, key=lambda c: (c.fitness or 0.0, -c.iteration), default=None)
+    best = best_of(candidates)
     if best is not None:
         atomic_write_text(folder.path / "best_reward.py", best.code)
     final_path = folder.path / "final.csv"
@@ -350,17 +329,7 @@ def run(config: RewardCoderConfig, out: str | os.PathLike[str], *, resume: bool 
 
 def _summary(config: RewardCoderConfig, candidates: list[Candidate], rows: list[dict[str, str]],
              best: Candidate | None) -> dict[str, Any]:  # fmt: skip
-    by_iteration = {}
-    for it in range(config.iterations):
-        cs = [c for c in candidates if c.iteration == it]
-        if cs:
-            statuses: dict[str, int] = {}
-            for c in cs:
-                statuses[c.status] = statuses.get(c.status, 0) + 1
-            by_iteration[it] = {"candidates": len(cs), "runnable_share": sum(c.runnable for c in cs) / len(cs),
-                                "statuses": statuses,
-                                "best_fitness": max((c.fitness for c in cs if c.runnable), default=None)}  # fmt: skip
-    final = {}
+    final: dict[str, Any] = {}
     for reward in config.rewards:
         values = [float(r["success_rate"]) for r in rows if r["reward"] == reward and r["success_rate"] not in ("", "None")]
         if values:
@@ -368,12 +337,5 @@ def _summary(config: RewardCoderConfig, candidates: list[Candidate], rows: list[
             final[reward] = {"mean": mean, "ci95": [lo, hi], "seeds": len(values), "values": values}
     if "code" in config.rewards and best is None:
         final["code"] = {"mean": None, "seeds": 0, "note": "the search found no runnable program"}
-    search_steps = sum(c.stats.get("env_steps", 0) for c in candidates)
-    return {
-        "task": config.task, "model": config.model,
-        "search": {"candidates": len(candidates), "runnable_share": (sum(c.runnable for c in candidates) / len(candidates)
-                                                                    if candidates else 0.0),
-                   "by_iteration": by_iteration, "env_steps": search_steps,
-                   "best": {"iteration": best.iteration, "index": best.index, "fitness": best.fitness} if best else None},
-        "final": final, "final_steps_per_run": config.final_steps,
-    }  # fmt: skip
+    return {"task": config.task, "model": config.model, "search": search_summary(candidates, config.iterations),
+            "final": final, "final_steps_per_run": config.final_steps}

@@ -124,8 +124,14 @@ class SandboxedReward:
     def __call__(self, s: dict[str, np.ndarray], a: np.ndarray, s_next: dict[str, np.ndarray]
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
         n = len(a)
-        rows = self.sandbox.batch("compute_reward", s, a, s_next, n=n)
+        rows = self.sandbox.batch("compute_reward", s, a, s_next, n=n, columnar=True)
         self.calls += 1
+        if isinstance(rows, dict):  # the common shape, sent as columns
+            parts_ = rows.get("parts")
+            if not isinstance(parts_, dict) or len(parts_) > MAX_COMPONENTS or any(len(k) > 64 for k in parts_):
+                raise CodeFailure("contract", f"the components dict must have at most {MAX_COMPONENTS} short string keys")
+            r = check_numbers(rows.get("reward"), n, "the reward", self.bound)
+            return r, {k: check_numbers(v, n, f"component {k!r}", self.bound * 100) for k, v in parts_.items()}
         rewards, parts = [], []
         for row in rows:
             if isinstance(row, tuple | list) and len(row) == 2 and isinstance(row[1], dict):

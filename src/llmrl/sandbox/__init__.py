@@ -210,10 +210,17 @@ class Sandbox:
         """``entry(*args)`` in the worker; arguments and result are numbers, strings, arrays, lists, dicts."""
         return self._request({"op": "call", "entry": entry, "value": list(args)})["value"]
 
-    def batch(self, entry: str, *columns: Any, n: int) -> list[Any]:
+    def batch(self, entry: str, *columns: Any, n: int, columnar: bool = False) -> Any:
         """``[entry(*row_i) for i in range(n)]``, where row i takes element i of each column (an
-        array, or a dict of arrays that becomes a dict of elements): one round trip for a batch."""
-        rows = self._request({"op": "batch", "entry": entry, "value": list(columns), "n": int(n)})["value"]
+        array, or a dict of arrays that becomes a dict of elements): one round trip for a batch.
+
+        With ``columnar``, rows of ``number`` or ``(number, {name: number})`` come back as
+        ``{"reward": array, "parts": {name: array}}`` (one array each, far cheaper to send than
+        rows); rows of any other shape come back as the list."""
+        rows = self._request({"op": "batch", "entry": entry, "value": list(columns), "n": int(n),
+                              "columns": columnar})["value"]  # fmt: skip
+        if columnar and isinstance(rows, dict) and rows.get("__columns__") is True:
+            return rows
         if not isinstance(rows, list) or len(rows) != n:
             self.close_worker()
             raise CodeFailure("bad_output", f"the worker answered {type(rows).__name__} instead of {n} rows")

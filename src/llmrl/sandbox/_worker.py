@@ -28,34 +28,38 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import math
 import os
+import select
 import struct
 import sys
+import time
 import traceback
 from typing import Any
+
+import numpy as np
 
 MAGIC = b"LRSB"
 MAX_HEADER = 1 << 20
 ARRAY_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                 "float16", "float32", "float64")  # fmt: skip
+_NAMES = {np.dtype(name): name for name in ARRAY_DTYPES}  # dtype.name is slow in a hot loop
 
 # --- wire format: [MAGIC][u32 header length][header JSON][buffers] ------------------------------
 
 
 def _encode(value: Any, buffers: list[bytes]) -> Any:
     """JSON-able form of ``value``; numpy arrays go out of band as raw bytes."""
-    import numpy as np
-
+    if isinstance(value, np.ndarray):
+        name = _NAMES.get(value.dtype)
+        if name is None:
+            raise TypeError(f"arrays of dtype {value.dtype} cannot cross the sandbox (numbers and booleans only)")
+        buffers.append(value.tobytes())  # C order, whatever the layout
+        return {"__array__": [name, list(value.shape)]}
     if isinstance(value, np.generic):
-        if value.dtype.name not in ARRAY_DTYPES:
+        if value.dtype not in _NAMES:
             raise TypeError(f"numpy scalars of dtype {value.dtype} cannot cross the sandbox")
         return _encode(value.item(), buffers)
-    if isinstance(value, np.ndarray):
-        arr = value if value.flags.c_contiguous else value.copy()
-        if arr.dtype.name not in ARRAY_DTYPES:
-            raise TypeError(f"arrays of dtype {arr.dtype} cannot cross the sandbox (numbers and booleans only)")
-        buffers.append(arr.tobytes())
-        return {"__array__": [arr.dtype.name, list(arr.shape)]}
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
@@ -70,14 +74,17 @@ def _encode(value: Any, buffers: list[bytes]) -> Any:
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise TypeError("only dicts with string keys can cross the sandbox")
+        columns = list(value.values())
+        if len(columns) > 1 and all(isinstance(c, np.ndarray) and c.dtype == np.float64 and c.ndim == 1
+                                    and c.shape == columns[0].shape for c in columns):  # fmt: skip
+            buffers.append(np.stack(columns).tobytes())  # a table of named columns: one buffer
+            return {"__table__": [list(value), len(columns[0])]}
         return {"__dict__": {k: _encode(v, buffers) for k, v in value.items()}}
     raise TypeError(f"a {type(value).__name__} cannot cross the sandbox: return numbers, arrays, "
                     "lists, tuples or dicts of them")
 
 
 def _decode(value: Any, buffers: list[memoryview], max_elements: int) -> Any:
-    import numpy as np
-
     if isinstance(value, list):
         return [_decode(v, buffers, max_elements) for v in value]
     if not isinstance(value, dict):
@@ -86,7 +93,7 @@ def _decode(value: Any, buffers: list[memoryview], max_elements: int) -> Any:
         dtype, shape = value["__array__"]
         if dtype not in ARRAY_DTYPES or not all(isinstance(n, int) and n >= 0 for n in shape):
             raise ValueError(f"bad array header {value['__array__']!r}")
-        n = int(np.prod(shape)) if shape else 1
+        n = math.prod(shape)
         if n > max_elements or not buffers:
             raise ValueError(f"array of {n} elements is over the limit or has no data")
         buf = buffers.pop(0)
@@ -94,6 +101,14 @@ def _decode(value: Any, buffers: list[memoryview], max_elements: int) -> Any:
         if arr.size != n:
             raise ValueError("array data does not match its shape")
         return arr.reshape(shape).copy()
+    if "__table__" in value:
+        names, n = value["__table__"]
+        if not isinstance(n, int) or n < 0 or n * len(names) > max_elements or not buffers:
+            raise ValueError("bad table header")
+        table = np.frombuffer(buffers.pop(0), dtype=np.float64)
+        if table.size != n * len(names):
+            raise ValueError("table data does not match its header")
+        return dict(zip((str(k) for k in names), table.reshape(len(names), n).copy()))
     if "__float__" in value:
         return float(value["__float__"])  # nan, inf, -inf only: float() parses nothing else unsafe
     if "__tuple__" in value:
@@ -120,9 +135,6 @@ def _read_exact(fd: int, n: int, deadline: float | None = None) -> bytes:
     chunks, left = [], n
     while left:
         if deadline is not None:
-            import select
-            import time
-
             wait = deadline - time.monotonic()
             if wait <= 0 or not select.select([fd], [], [], wait)[0]:
                 raise TimeoutError("no answer before the deadline")
@@ -150,7 +162,11 @@ def read_frame(fd: int, max_bytes: int = 256 << 20, max_elements: int = 1 << 26,
         raise ValueError("bad frame header")
     if sum(sizes) > max_bytes:
         raise ValueError(f"frame of {sum(sizes)} bytes is over the limit of {max_bytes}")
-    buffers = [memoryview(_read_exact(fd, s, deadline)) for s in sizes]
+    data = memoryview(_read_exact(fd, sum(sizes), deadline)) if sizes else memoryview(b"")
+    buffers, at = [], 0
+    for size in sizes:
+        buffers.append(data[at:at + size])
+        at += size
     if "value" in message:
         message["value"] = _decode(message["value"], buffers, max_elements)
     return message
@@ -383,11 +399,13 @@ def _serve(rfd: int, wfd: int, settings: dict[str, Any]) -> None:
                 fn = namespace[request["entry"]]
                 columns = request["value"]  # a list of arguments, each an array or a dict of arrays
                 n = int(request["n"])
+                # Plain Python numbers per row (numpy scalars are several times slower to compute with).
+                lists = [({k: v.tolist() for k, v in a.items()} if isinstance(a, dict) else _rows_of(a)) for a in columns]
                 rows = []
                 for i in range(n):
-                    args = [({k: v[i] for k, v in a.items()} if isinstance(a, dict) else a[i]) for a in columns]
+                    args = [({k: v[i] for k, v in a.items()} if isinstance(a, dict) else a[i]) for a in lists]
                     rows.append(fn(*args))
-                reply = {"ok": True, "value": rows}
+                reply = {"ok": True, "value": _columns(rows) if request.get("columns") else rows}
             else:
                 reply = _error("protocol", message=f"unknown op {op!r}")
         except RecursionError as e:
@@ -400,6 +418,30 @@ def _serve(rfd: int, wfd: int, settings: dict[str, Any]) -> None:
             write_frame(wfd, reply)
         except (TypeError, ValueError, OverflowError) as e:
             write_frame(wfd, _error("bad_output", e, f"the function's result cannot be sent back: {e}"))
+
+
+def _rows_of(a: Any) -> list[Any]:
+    """An argument column as rows: Python numbers for a 1-d column, numpy rows for a 2-d one
+    (an action vector stays an array, as the function's author expects ``a[0]`` to work)."""
+    return a.tolist() if isinstance(a, np.ndarray) and a.ndim == 1 else list(a)
+
+
+def _columns(rows: list[Any]) -> Any:
+    """Rows of ``number`` or ``(number, {name: number})`` as arrays, one round of JSON for the
+    batch instead of one per row; anything else goes back as rows, for the parent to judge."""
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float | np.number) and not isinstance(x, bool)
+
+    if rows and all(number(r) for r in rows):
+        return {"__columns__": True, "reward": np.array(rows, dtype=np.float64), "parts": {}}
+    first = rows[0] if rows else None
+    if isinstance(first, tuple | list) and len(first) == 2 and isinstance(first[1], dict):
+        keys = list(first[1])
+        if all(isinstance(r, tuple | list) and len(r) == 2 and number(r[0]) and isinstance(r[1], dict)
+               and list(r[1]) == keys and all(number(v) for v in r[1].values()) for r in rows):
+            return {"__columns__": True, "reward": np.array([r[0] for r in rows], dtype=np.float64),
+                    "parts": {k: np.array([r[1][k] for r in rows], dtype=np.float64) for k in keys}}
+    return rows
 
 
 def main() -> None:
