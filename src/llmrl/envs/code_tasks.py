@@ -238,3 +238,66 @@ def get_task(name: str) -> CodeTask:
 def stack_fields(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
     """A list of field dicts -> one float64 array per field (the sandbox's batch format)."""
     return {k: np.array([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
+
+
+# --- state tasks (LESR): the observation vector, each dimension described ---------------------------------
+
+
+@dataclass(frozen=True)
+class StateTask:
+    """A task whose observation vector the LM extends with features of its own (LESR)."""
+
+    name: str
+    env_id: str
+    source: str
+    """the task and each observation dimension, as the LM reads them"""
+    dims: int
+    learning_starts: int = 1000
+
+    def make(self, **kwargs: Any) -> gym.Env:
+        return gym.make(self.env_id, **kwargs)
+
+
+STATE_TASKS: dict[str, StateTask] = {
+    t.name: t
+    for t in (
+        StateTask("pendulum", "Pendulum-v1", '''class Pendulum:
+    """Swing a pendulum up and keep it upright with little torque (reward: -(angle^2 + 0.1 velocity^2 +
+    0.001 torque^2) per step, 200 steps)."""
+    # s is a numpy array of 3 floats:
+    #   s[0]: cos(theta), theta the angle from upright (cos = 1 when upright)
+    #   s[1]: sin(theta)
+    #   s[2]: angular velocity, in [-8, 8] radians per second
+    # action: torque in [-2, 2]
+''', 3),
+        StateTask("inverted-double-pendulum", "InvertedDoublePendulum-v5", '''class InvertedDoublePendulum:
+    """A cart carries two poles, one on top of the other. Move the cart to keep both poles upright
+    (reward: 9.1 per step alive minus the tip's distance from the top and velocity penalties; the
+    episode ends when the tip falls below height 1, or after 1000 steps)."""
+    # s is a numpy array of 9 floats:
+    #   s[0]: cart position (m)
+    #   s[1]: sin of the first pole's angle from vertical;  s[2]: sin of the second pole's angle
+    #         relative to the first
+    #   s[3]: cos of the first pole's angle;  s[4]: cos of the second pole's relative angle
+    #   s[5]: cart velocity;  s[6]: first pole's angular velocity;  s[7]: second pole's angular velocity
+    #   s[8]: constraint force on the cart
+    # poles of length 0.6 each; action: force on the cart in [-1, 1]
+''', 9),
+        StateTask("reacher", "Reacher-v5", '''class Reacher:
+    """A two-joint arm in a plane must bring its fingertip to a random target (reward: minus the
+    fingertip-target distance minus a control cost, 50 steps)."""
+    # s is a numpy array of 10 floats:
+    #   s[0], s[1]: cos of joint angles 1 and 2;  s[2], s[3]: sin of joint angles 1 and 2
+    #   s[4], s[5]: target x, y
+    #   s[6], s[7]: angular velocities of joints 1 and 2
+    #   s[8], s[9]: fingertip x, y minus target x, y
+    # links of length 0.1 and 0.11; actions: two joint torques in [-1, 1]
+''', 10, learning_starts=500),
+    )
+}
+
+
+def get_state_task(name: str) -> StateTask:
+    if name not in STATE_TASKS:
+        raise ValueError(f"unknown state task {name!r}: choose from {', '.join(STATE_TASKS)}")
+    return STATE_TASKS[name]

@@ -54,6 +54,9 @@ RECIPES: dict[str, Recipe] = {
         Recipe("reward-coder", "llmrl.recipes.reward_coder",
                "Eureka/Text2Reward: the LM writes reward code, sandboxed, improved by reflection; vs human and sparse",
                ("minigrid",)),
+        Recipe("state-coder", "llmrl.recipes.state_coder",
+               "LESR: the LM writes state features and an intrinsic reward, sandboxed, with Lipschitz feedback; TD3",
+               ("mujoco",)),
     )
 }
 
