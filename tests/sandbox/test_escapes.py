@@ -34,7 +34,7 @@ CANARY_KEY = f"sk-canary-{uuid.uuid4().hex}"
 SECRET = f"secret-{uuid.uuid4().hex}"
 TOKEN = uuid.uuid4().hex[:12]
 ESCAPE = f"/tmp/llmrl-escape-{TOKEN}"  # no attack may create this
-LIMITS = Limits(call_seconds=2.0, memory_mb=768, file_mb=4, cpu_seconds=30)
+LIMITS = Limits(call_seconds=1.0, memory_mb=768, file_mb=4, cpu_seconds=30)
 
 
 def _snapshot(root: Path) -> dict[str, str]:
