@@ -346,7 +346,7 @@ def _lock_down(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     layer("network", _no_network)
     try:
         _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-    except OSError as e:
+    except (OSError, AttributeError) as e:  # AttributeError: no prctl (not Linux)
         report["no_new_privs"] = {"ok": False, "detail": str(e)}
     layer("filesystem", _landlock, settings["scratch"], _readable())
     layer("privileges", _drop_root)
