@@ -53,9 +53,9 @@ class StateCoderConfig:
     """the LM that writes the programs"""
     seed: int = 0
     iterations: int = 2
-    """search iterations (LESR: 3 in its example)"""
+    """search iterations"""
     samples: int = 4
-    """programs sampled per iteration (LESR: 6 in its example)"""
+    """programs sampled per iteration"""
     temperature: float = 1.0
     max_new_tokens: int = 384
     search_steps: int = 5_000
@@ -106,7 +106,8 @@ PRESETS: dict[str, StateCoderConfig] = {
     "cpu": StateCoderConfig(),
     "cpu-inverted-double-pendulum": StateCoderConfig(task="inverted-double-pendulum", final_steps=10_000),
     "cpu-reacher": StateCoderConfig(task="reacher", final_steps=10_000),
-    # LESR's example scale: 6 samples x 3 iterations, 800k steps per candidate, 1M final on 5 seeds.
+    # LESR's scale: 800k TD3 steps per candidate, 1M for the final runs on 5 seeds, 256x256 networks
+    # (its README example); 6 samples x 3 iterations is our choice, not a number we checked in its code.
     "paper": StateCoderConfig(iterations=3, samples=6, search_steps=800_000, final_steps=1_000_000, final_seeds=5,
                               eval_episodes=10, hidden=(256, 256)),
 }
