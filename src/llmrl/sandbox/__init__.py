@@ -136,6 +136,8 @@ class Sandbox:
             stderr=subprocess.DEVNULL, env=clean_environment(), cwd=self.scratch, close_fds=True,
             start_new_session=True,  # its own process group, killed as a whole
         )  # fmt: skip
+        assert self._proc.stdout is not None
+        self._reader = _worker.Reader(self._proc.stdout.fileno())
         settings = {
             "scratch": str(self.scratch),
             "limits": {"memory_bytes": self.limits.memory_mb << 20, "cpu_seconds": self.limits.cpu_seconds,
@@ -257,7 +259,7 @@ class Sandbox:
     def _receive(self, seconds: float) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdout is not None
         try:
-            reply = _worker.read_frame(self._proc.stdout.fileno(), self.limits.max_result_mb << 20,
+            reply = _worker.read_frame(self._reader, self.limits.max_result_mb << 20,
                                        deadline=time.monotonic() + seconds)
         except TimeoutError:
             self.close_worker()

@@ -131,38 +131,47 @@ def write_frame(fd: int, message: dict[str, Any]) -> None:
         view = view[os.write(fd, view):]
 
 
-def _read_exact(fd: int, n: int, deadline: float | None = None) -> bytes:
-    chunks, left = [], n
-    while left:
-        if deadline is not None:
-            wait = deadline - time.monotonic()
-            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-                raise TimeoutError("no answer before the deadline")
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            raise EOFError("the other side closed the pipe")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+class Reader:
+    """Frames from a pipe, buffered: one ``read`` usually brings a whole frame (a round trip's
+    cost is mostly system calls), and bytes past a frame wait for the next one."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buf = fd, bytearray()
+
+    def take(self, n: int, deadline: float | None = None) -> bytes:
+        while len(self.buf) < n:
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
+                    raise TimeoutError("no answer before the deadline")
+            chunk = os.read(self.fd, max(n - len(self.buf), 1 << 16))
+            if not chunk:
+                raise EOFError("the other side closed the pipe")
+            self.buf += chunk
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
 
 
-def read_frame(fd: int, max_bytes: int = 256 << 20, max_elements: int = 1 << 26,
+def read_frame(reader: Reader, max_bytes: int = 256 << 20, max_elements: int = 1 << 26,
                deadline: float | None = None) -> dict[str, Any]:
     """One message; ValueError on anything malformed or over ``max_bytes``, TimeoutError past
     ``deadline`` (a ``time.monotonic()`` time)."""
-    head = _read_exact(fd, 8, deadline)
+    head = reader.take(8, deadline)
     if head[:4] != MAGIC:
         raise ValueError("bad frame marker")
     (n,) = struct.unpack("<I", head[4:])
     if n > MAX_HEADER:
         raise ValueError(f"frame header of {n} bytes is over the limit")
-    message = json.loads(_read_exact(fd, n, deadline))
+    message = json.loads(reader.take(n, deadline))
+    if not isinstance(message, dict):
+        raise ValueError("bad frame header")
     sizes = message.pop("buffers", [])
-    if not isinstance(message, dict) or not all(isinstance(s, int) and s >= 0 for s in sizes):
+    if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
         raise ValueError("bad frame header")
     if sum(sizes) > max_bytes:
         raise ValueError(f"frame of {sum(sizes)} bytes is over the limit of {max_bytes}")
-    data = memoryview(_read_exact(fd, sum(sizes), deadline)) if sizes else memoryview(b"")
+    data = memoryview(reader.take(sum(sizes), deadline)) if sizes else memoryview(b"")
     buffers, at = [], 0
     for size in sizes:
         buffers.append(data[at:at + size])
@@ -371,11 +380,11 @@ def _error(kind: str, exc: BaseException | None = None, message: str = "") -> di
     return {"ok": False, "kind": kind, "message": message[:2000], "traceback": ""}
 
 
-def _serve(rfd: int, wfd: int, settings: dict[str, Any]) -> None:
+def _serve(reader: Reader, wfd: int, settings: dict[str, Any]) -> None:
     namespace: dict[str, Any] = {}
     while True:
         try:
-            request = read_frame(rfd, settings["max_input_bytes"])
+            request = read_frame(reader, settings["max_input_bytes"])
         except EOFError:
             return
         op = request.get("op")
@@ -446,7 +455,8 @@ def _columns(rows: list[Any]) -> Any:
 
 def main() -> None:
     rfd, wfd = os.dup(0), os.dup(1)
-    settings = read_frame(rfd)["value"]
+    reader = Reader(rfd)
+    settings = read_frame(reader)["value"]
     import importlib
 
     for name in PRELOADED + ("resource", "ctypes.util", "platform", "select", "signal", "traceback"):
@@ -471,7 +481,7 @@ def main() -> None:
     report = _lock_down(settings)
     write_frame(wfd, {"ok": True, "value": {"layers": report, "pid": os.getpid()}})
     sys.setrecursionlimit(settings["recursion_limit"])
-    _serve(rfd, wfd, settings)
+    _serve(reader, wfd, settings)
 
 
 if __name__ == "__main__":
