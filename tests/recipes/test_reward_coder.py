@@ -91,3 +91,17 @@ def test_the_default_model_runs_the_loop(gemma_fp32, monkeypatch, tmp_path):
     assert all(c["status"] == "ok" or c["error"] for c in cands)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0.0 <= summary["search"]["runnable_share"] <= 1.0 and summary["final"]["sparse"]["seeds"] == 1
+
+
+def test_the_loop_through_an_openai_compatible_server(tmp_path):
+    # A bigger model is reached as openai:<url>#<model>; here our own server stands in for it.
+    from llmrl.lm.serve import serve_in_thread
+
+    server, url = serve_in_thread(ProgramLM([GOOD, BODIES[0]]))
+    try:
+        cfg = tiny(iterations=1, samples=2, rewards=("code",), model=f"openai:{url}#programs")
+        rc.run(cfg, tmp_path / "run", progress=False)
+    finally:
+        server.stop()
+    cands = read_json_lines(tmp_path / "run" / "candidates.jsonl")
+    assert sorted(c["status"] for c in cands) == ["ok", "syntax"]
