@@ -1,6 +1,6 @@
 """What the sandbox costs: an LM-written reward function called in this process vs in the sandbox.
 
-    python benchmarks/bench_sandbox.py            # ~1 minute on 2 cores
+    python benchmarks/bench_sandbox.py            # ~2 minutes on 2 cores
 
 Both sides do the same work per batch: rows cut out of the field columns, the function called
 once per row, the answers checked (:class:`llmrl.roles.reward_coder.SandboxedReward` does that
@@ -8,7 +8,9 @@ for the sandbox; the in-process side runs the same per-row loop and the same che
 sandboxed side adds one round trip to the long-lived worker per batch: framing, two pipe
 writes, the JSON header and the raw numpy buffers. Reported: transitions per second at batch
 1 and 16 (one call per step of 1 and 16 vector environments), and their ratio (the goal: at
-batch 16, sandboxed >= 50% of in-process); also the cost of starting a worker (one per program).
+batch 16, sandboxed >= 50% of in-process); then what it costs a whole training (SB3 PPO on
+MountainCarContinuous with the env's own reward, the program exec'd in process, the program in
+the sandbox); and the cost of starting a worker (one per program).
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ def in_process(code: str):
     fn = namespace["compute_reward"]
 
     def call(s, a, s_next):
+        # The worker's own way to cut rows (plain Python numbers, one dict per row), minus the pipe.
         n = len(a)
-        rows = [fn({k: v[i] for k, v in s.items()}, a[i], {k: v[i] for k, v in s_next.items()}) for i in range(n)]
+        keys = list(s)
+        rows_s = [dict(zip(keys, v)) for v in zip(*(s[k].tolist() for k in keys))]
+        rows_next = [dict(zip(keys, v)) for v in zip(*(s_next[k].tolist() for k in keys))]
+        acts = a.tolist() if a.ndim == 1 else list(a)
+        rows = [fn(x, y, z) for x, y, z in zip(rows_s, acts, rows_next)]
         r = check_numbers([row[0] for row in rows], n, "the reward", 1e4)
         comps = {k: check_numbers([row[1][k] for row in rows], n, k, 1e6) for k in rows[0][1]}
         return r, comps
@@ -62,9 +69,50 @@ def rate(call, s, a, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+class _InProcess:
+    """The anchors' way, for comparison only: the program exec'd in the trainer's process."""
+
+    def __init__(self, code: str) -> None:
+        self.call = in_process(code)
+
+    def __call__(self, s, a, s_next):
+        return self.call(s, a, s_next)
+
+    def close(self) -> None:
+        pass
+
+
+def training_rate(reward: str | None, steps: int = 16_384) -> float:
+    """SB3 PPO's env steps per second on MountainCarContinuous with 8 envs and one torch thread."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from llmrl.envs.code_tasks import get_task
+    from llmrl.roles.reward_coder import CodeRewardVecEnv
+
+    torch.set_num_threads(1)
+    task = get_task("mountain-car")
+    venv = DummyVecEnv([lambda: task.policy_env("human") for _ in range(task.n_envs)])
+    program = None
+    if reward is not None:
+        code = open(PROGRAMS["mountain-car"]).read()
+        program = _InProcess(code) if reward == "here" else SandboxedReward(code)
+        venv = CodeRewardVecEnv(venv, program)
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu", verbose=0, **task.ppo)
+    start = time.perf_counter()
+    model.learn(steps)
+    rate_ = model.num_timesteps / (time.perf_counter() - start)
+    if program is not None:
+        program.close()
+    venv.close()
+    return rate_
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="time per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="training runs per arm (the best counts)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print("| program | batch | in-process (transitions/s) | sandboxed (transitions/s) | sandboxed / in-process |")
@@ -81,6 +129,17 @@ def main() -> None:
                 print(f"| {name} | {batch} | {fast:,.0f} | {safe:,.0f} | {safe / fast:.2f} |", flush=True)
         finally:
             boxed.close()
+    print("\n| PPO on MountainCarContinuous, 8 envs, 16,384 steps | steps/s | vs the env's own reward |")
+    print("|---|---|---|")
+    arms = (("the env's own reward", None), ("the program, in process (exec)", "here"),
+            ("the program, sandboxed", "sandbox"))
+    best: dict[str, float] = {}
+    for _ in range(args.repeats):  # interleaved, best of each: a busy neighbour hurts all arms alike
+        for label, reward in arms:
+            best[label] = max(best.get(label, 0.0), training_rate(reward))
+    base = best[arms[0][0]]
+    for label, _ in arms:
+        print(f"| {label} | {best[label]:,.0f} | {best[label] / base:.2f} |", flush=True)
     starts = []
     with Sandbox() as box:
         for _ in range(10):

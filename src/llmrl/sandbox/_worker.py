@@ -408,12 +408,9 @@ def _serve(reader: Reader, wfd: int, settings: dict[str, Any]) -> None:
                 fn = namespace[request["entry"]]
                 columns = request["value"]  # a list of arguments, each an array or a dict of arrays
                 n = int(request["n"])
-                # Plain Python numbers per row (numpy scalars are several times slower to compute with).
-                lists = [({k: v.tolist() for k, v in a.items()} if isinstance(a, dict) else _rows_of(a)) for a in columns]
-                rows = []
-                for i in range(n):
-                    args = [({k: v[i] for k, v in a.items()} if isinstance(a, dict) else a[i]) for a in lists]
-                    rows.append(fn(*args))
+                # Rows of plain Python numbers (numpy scalars are several times slower to compute with).
+                args = [_dict_rows(a, n) if isinstance(a, dict) else _rows_of(a) for a in columns]
+                rows = [fn(*row) for row in zip(*args)]
                 reply = {"ok": True, "value": _columns(rows) if request.get("columns") else rows}
             else:
                 reply = _error("protocol", message=f"unknown op {op!r}")
@@ -427,6 +424,14 @@ def _serve(reader: Reader, wfd: int, settings: dict[str, Any]) -> None:
             write_frame(wfd, reply)
         except (TypeError, ValueError, OverflowError) as e:
             write_frame(wfd, _error("bad_output", e, f"the function's result cannot be sent back: {e}"))
+
+
+def _dict_rows(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """A dict of columns as one dict per row."""
+    keys = list(columns)
+    if not keys:
+        return [{} for _ in range(n)]
+    return [dict(zip(keys, values)) for values in zip(*(_rows_of(columns[k]) for k in keys))]
 
 
 def _rows_of(a: Any) -> list[Any]:
