@@ -30,11 +30,15 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def fmt(values: list[float], digits: int) -> str:
+def fmt(values: list[float], digits: int, rate: bool) -> str:
+    """Mean [95% t-interval over seeds] and the seeds' values; a rate's interval is clipped to [0, 1]."""
     if not values:
         return "—"
     mean, lo, hi = t_interval(values)
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={len(values)})"
+    if rate:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    each = ", ".join(f"{v:.{digits}f}" for v in values)
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] ({each})"
 
 
 def search_table(folders: list[Path]) -> None:
@@ -69,7 +73,7 @@ def final_table(folders: list[Path], metric: str, arm: str, digits: int) -> None
             if a not in arms:
                 arms.append(a)
         table[summary["task"]] = {a: fmt([float(r[metric]) for r in final if r[arm] == a and r[metric] not in ("", "None")],
-                                         digits) for a in arms}  # fmt: skip
+                                         digits, metric == "success_rate") for a in arms}  # fmt: skip
         for a, v in summary["final"].items():
             if v.get("note"):
                 table[summary["task"]][a] = v["note"]
@@ -90,8 +94,8 @@ def copy(folders: list[Path], dest: Path, best: str) -> None:
         task = json.loads((folder / "summary.json").read_text())["task"]
         out = dest / task
         out.mkdir(parents=True, exist_ok=True)
-        with (folder / "candidates.jsonl").open("rb") as f, gzip.open(out / "candidates.jsonl.gz", "wb", mtime=0) as g:
-            shutil.copyfileobj(f, g)
+        data = (folder / "candidates.jsonl").read_bytes()
+        (out / "candidates.jsonl.gz").write_bytes(gzip.compress(data, mtime=0))
         for name in ("progress.csv", "final.csv", "summary.json", "config.json", best, "reward_file.py", "state_file.py"):
             if (folder / name).exists():
                 shutil.copy(folder / name, out / name)
