@@ -413,8 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _expected(e: Exception) -> bool:
     """Errors a user can fix, whose message says how (everything else keeps its traceback)."""
     from llmrl.lm.base import LMError
+    from llmrl.sandbox import SandboxUnavailable
 
-    return isinstance(e, (UsageError, ValueError, OSError, LMError, ImportError))
+    return isinstance(e, (UsageError, ValueError, OSError, LMError, ImportError, SandboxUnavailable))
 
 
 if __name__ == "__main__":

@@ -150,6 +150,9 @@ def test_a_missing_layer_refuses_to_run_unless_allowed(tmp_path):
         with pytest.raises(SandboxUnavailable, match=r"syscalls \(skipped on request\).*allow_weaker=\('syscalls',\)"):
             box.load("def f():\n    return 1\n", ["f"])
         assert not box.alive
+    from llmrl.cli import _expected
+
+    assert _expected(SandboxUnavailable("x"))  # the command line prints it as one line, no traceback
 
 
 def test_weaker_mode_runs_when_opted_in(tmp_path):

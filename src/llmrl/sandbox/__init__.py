@@ -165,7 +165,7 @@ class Sandbox:
                 raise SandboxUnavailable(
                     f"the sandbox cannot hold on this machine: {text}. Run where these layers exist (Linux >= 5.13 "
                     f"with Landlock, libseccomp2, user or network namespaces), or accept a weaker sandbox with "
-                    f"allow_weaker={tuple(sorted(refused))!r} (--sandbox-weaker on the command line)")
+                    f"allow_weaker={tuple(sorted(refused))!r} (--sandbox-weaker true on the command line)")
             log.warning("sandbox running WITHOUT %s", text)
 
     def close_worker(self) -> None:
