@@ -2,11 +2,10 @@
 
     python benchmarks/bench_sandbox.py            # ~2 minutes on 2 cores
 
-Both sides do the same work per batch: rows cut out of the field columns, the function called
-once per row, the answers checked (:class:`llmrl.roles.reward_coder.SandboxedReward` does that
-for the sandbox; the in-process side runs the same per-row loop and the same check). The
-sandboxed side adds one round trip to the long-lived worker per batch: framing, two pipe
-writes, the JSON header and the raw numpy buffers. Reported: transitions per second at batch
+Both sides do the same work per batch, with the same code: rows cut out of the field columns,
+the function called once per row, the answers packed into columns and checked against the
+contract. The sandboxed side adds one round trip to the long-lived worker per batch: framing,
+two pipe writes, the JSON header and the raw numpy buffers. Reported: transitions per second at batch
 1 and 16 (one call per step of 1 and 16 vector environments), and their ratio (the goal: at
 batch 16, sandboxed >= 50% of in-process); then what it costs a whole training (SB3 PPO on
 MountainCarContinuous with the env's own reward, the program exec'd in process, the program in
@@ -20,9 +19,8 @@ import time
 
 import numpy as np
 
-from llmrl.roles.coder import check_numbers
-from llmrl.roles.reward_coder import SandboxedReward
-from llmrl.sandbox import Sandbox
+from llmrl.roles.reward_coder import SandboxedReward, check_columns
+from llmrl.sandbox import Sandbox, _worker
 
 PROGRAMS = {
     # The shapes an LM writes: a couple of terms from a couple of fields (mountain car), and a
@@ -40,21 +38,16 @@ def fields_for(name: str, n: int, rng: np.random.Generator) -> tuple[dict[str, n
 
 
 def in_process(code: str):
+    """The program exec'd here (the anchors' way), with everything the sandboxed path does but
+    the pipe: the worker's row cutting and column packing, the same contract checks."""
     namespace: dict = {}
-    exec(compile(code, "<candidate>", "exec"), namespace)  # the anchors' way: exec in the trainer
+    exec(compile(code, "<candidate>", "exec"), namespace)
     fn = namespace["compute_reward"]
 
     def call(s, a, s_next):
-        # The worker's own way to cut rows (plain Python numbers, one dict per row), minus the pipe.
         n = len(a)
-        keys = list(s)
-        rows_s = [dict(zip(keys, v)) for v in zip(*(s[k].tolist() for k in keys))]
-        rows_next = [dict(zip(keys, v)) for v in zip(*(s_next[k].tolist() for k in keys))]
-        acts = a.tolist() if a.ndim == 1 else list(a)
-        rows = [fn(x, y, z) for x, y, z in zip(rows_s, acts, rows_next)]
-        r = check_numbers([row[0] for row in rows], n, "the reward", 1e4)
-        comps = {k: check_numbers([row[1][k] for row in rows], n, k, 1e6) for k in rows[0][1]}
-        return r, comps
+        args = [_worker._dict_rows(s, n), _worker._rows_of(a), _worker._dict_rows(s_next, n)]
+        return check_columns(_worker._columns([fn(*row) for row in zip(*args)]), n, 1e4)
 
     return call
 

@@ -127,11 +127,7 @@ class SandboxedReward:
         rows = self.sandbox.batch("compute_reward", s, a, s_next, n=n, columnar=True)
         self.calls += 1
         if isinstance(rows, dict):  # the common shape, sent as columns
-            parts_ = rows.get("parts")
-            if not isinstance(parts_, dict) or len(parts_) > MAX_COMPONENTS or any(len(k) > 64 for k in parts_):
-                raise CodeFailure("contract", f"the components dict must have at most {MAX_COMPONENTS} short string keys")
-            r = check_numbers(rows.get("reward"), n, "the reward", self.bound)
-            return r, {k: check_numbers(v, n, f"component {k!r}", self.bound * 100) for k, v in parts_.items()}
+            return check_columns(rows, n, self.bound)
         rewards, parts = [], []
         for row in rows:
             if isinstance(row, tuple | list) and len(row) == 2 and isinstance(row[1], dict):
@@ -151,6 +147,16 @@ class SandboxedReward:
 
     def close(self) -> None:
         self.sandbox.close()
+
+
+def check_columns(columns: dict[str, Any], n: int, bound: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A batch's answer in columns (``{"reward": (n,), "parts": {name: (n,)}}``) checked against the
+    contract: finite, within ``bound`` (components within 100x), at most 16 short names."""
+    parts = columns.get("parts")
+    if not isinstance(parts, dict) or len(parts) > MAX_COMPONENTS or any(len(k) > 64 for k in parts):
+        raise CodeFailure("contract", f"the components dict must have at most {MAX_COMPONENTS} short string keys")
+    r = check_numbers(columns.get("reward"), n, "the reward", bound)
+    return r, {k: check_numbers(v, n, f"component {k!r}", bound * 100) for k, v in parts.items()}
 
 
 class CodeRewardVecEnv(VecEnvWrapper):

@@ -48,6 +48,9 @@ from llmrl.sandbox import _worker
 log = logging.getLogger(__name__)
 
 LAYERS = ("network", "filesystem", "privileges", "limits", "syscalls")
+SPIN_SECONDS = 1e-3
+"""How long the parent busy-waits (yielding the core) for an answer before it sleeps: most
+batches come back sooner, and a sleep and wake-up cost more than a small batch's work."""
 _WORKER = Path(_worker.__file__)
 
 
@@ -137,7 +140,7 @@ class Sandbox:
             start_new_session=True,  # its own process group, killed as a whole
         )  # fmt: skip
         assert self._proc.stdout is not None
-        self._reader = _worker.Reader(self._proc.stdout.fileno())
+        self._reader = _worker.Reader(self._proc.stdout.fileno(), spin_seconds=SPIN_SECONDS)
         settings = {
             "scratch": str(self.scratch),
             "limits": {"memory_bytes": self.limits.memory_mb << 20, "cpu_seconds": self.limits.cpu_seconds,
