@@ -128,7 +128,7 @@ class RewardCoderConfig:
 
 Config = RewardCoderConfig
 
-# Budgets: PPO solves each task with the human reward in about these steps on this CPU, if it can.
+# Budgets: 10-40 s of PPO per program on this CPU; the comparison trains as long as the search did.
 PRESETS: dict[str, RewardCoderConfig] = {
     "cpu": RewardCoderConfig(),
     "cpu-pendulum": RewardCoderConfig(task="pendulum", search_steps=60_000, final_steps=60_000),
@@ -212,8 +212,8 @@ def train(task_name: str, reward: str, code: str | None, steps: int, seed: int, 
                     stats["components"].setdefault(k, []).append(v)
             stats["env_steps"] = int(self.num_timesteps)
 
-    # ``sparse`` and ``code`` runs log the env's own return through Monitor, which sits below the
-    # reward swap; for ``sparse`` Monitor sees the sparse reward, so read env returns from code/human only.
+    # Monitor sits below the vector-level reward swap: its returns are the env's own for ``code``
+    # and ``human``, the sparse reward's for ``sparse``.
     model = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **task.ppo)
     failure = None
     try:
