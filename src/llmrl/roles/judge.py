@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -135,11 +135,6 @@ class LMJudge:
         return r
 
 
-@dataclass
-class _Episode:
-    steps: list[dict[str, Any]] = field(default_factory=list)
-
-
 class JudgeReward(gym.Wrapper):
     """The judge's verdict as the reward, for any environment whose outcome can be told in words.
 
@@ -156,19 +151,19 @@ class JudgeReward(gym.Wrapper):
         super().__init__(env)
         self.judge, self.describe = judge, describe
         self.per_step, self.abstain_reward = per_step, abstain_reward
-        self.episode = _Episode()
+        self.steps: list[dict[str, Any]] = []
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        self.episode = _Episode()
+        self.steps = []
         return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.episode.steps.append({"action": action, "reward": float(reward), "info": info})
+        self.steps.append({"action": action, "reward": float(reward), "info": info})
         info["env_reward"] = float(reward)
         paid = 0.0
         if self.per_step or terminated or truncated:
-            p = self.judge.probabilities([self.describe(self.episode.steps)])
+            p = self.judge.probabilities([self.describe(self.steps)])
             paid = float(self.judge.verdicts(p, self.abstain_reward)[0])
             info["judge_abstained"] = bool(np.isnan(p[0]))
             info["judge_reward"] = paid
