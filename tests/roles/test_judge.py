@@ -94,3 +94,33 @@ def test_a_real_model_gives_a_probability_or_abstains(smollm2_fp32):
     judge = LMJudge(smollm2_fp32, JudgeConfig(TASK, objective="Bob should reject offers below $3."))
     p = judge.probabilities(["Alice offers Bob $1. Bob rejects.", "Alice offers Bob $5. Bob accepts."])
     assert all(np.isnan(x) or 0.0 <= x <= 1.0 for x in p)
+
+
+class ThinkingLM(AnswerLM):
+    """Writes a reasoning line, then answers yes when its reasoning says 'punish'."""
+
+    def generate(self, prompts, max_new_tokens=64, temperature=0.0, top_p=1.0, stop=(), n=1, seed=None):
+        from llmrl.lm.base import Generation
+
+        if self.fail:
+            raise RuntimeError("server down")
+        return [Generation(p, ("P2 should punish this." if "$1" in p.rsplit("Outcome:", 1)[-1] else "Fine.",))
+                for p in prompts]
+
+    def score(self, contexts, candidates):
+        return [CandidateScores.from_sums(candidates, [np.log(0.9), np.log(0.1)] if "punish this" in c
+                                          else [np.log(0.1), np.log(0.9)], [1, 1]) for c in contexts]
+
+
+def test_a_thinking_judge_reads_its_verdict_after_its_reasoning():
+    cfg = JudgeConfig(TASK, objective="Bob punishes selfish offers.", reasoning_tokens=24,
+                      examples=(("Bob rejects $2.", True, "$2 is selfish, so rejecting punishes it."),))
+    judge = LMJudge(ThinkingLM(), cfg)
+    assert judge.prompt("Bob rejects $1.").endswith("Reasoning:")
+    assert "Reasoning: $2 is selfish, so rejecting punishes it.\nAnswer: Yes" in judge.prompt("x")
+    assert judge.rewards(["Bob rejects $1.", "Bob rejects $5."]).tolist() == [1.0, 0.0]
+    assert judge.reasoning["Bob rejects $1."] == "P2 should punish this."
+    broken = LMJudge(ThinkingLM(fail=True), cfg)
+    assert np.isnan(broken.probabilities(["Bob rejects $1."])).all() and broken.stats.abstained == 1
+    with pytest.raises(ValueError, match="an example is"):
+        JudgeConfig(TASK, examples=(("a",),))

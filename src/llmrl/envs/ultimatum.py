@@ -37,6 +37,8 @@ TASK = ("P1 and P2 are playing the Ultimatum Game. P1 proposes how they should s
         "either accept or reject. If P2 accepts, then the deal is done. If P2 rejects, then both parties get "
         "nothing.")  # fmt: skip
 PUNISH = "A desirable outcome is one where P2 punishes P1's selfish behavior."
+BLANK = "A desirable outcome is a good outcome of the game."
+"""The baseline's objective: none of the user's, only that the outcome be good"""
 PUNISH_UNLESS = ("A desirable outcome is one where P2 punishes P1's selfish behavior unless P2 gets a sizeable "
                  "amount of money.")  # fmt: skip
 

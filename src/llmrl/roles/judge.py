@@ -7,6 +7,9 @@ question, so the score is calibrated and every backend that returns log-likeliho
 
 - :class:`LMJudge` judges a batch of outcome texts in one scoring call. Verdicts are memoised per
   outcome (and persist across runs when the LM is a :class:`llmrl.lm.cache.CachedLM`).
+- With ``reasoning_tokens`` the judge thinks first (Kwon et al.'s one-example "Let's think step by
+  step" prompt): the LM writes a short reasoning greedily, and the verdict is read after it. An
+  example may carry its own reasoning, shown before its answer.
 - When the LM puts almost no mass on either answer (``min_mass``), or a prompt is malformed, the
   judge abstains: a NaN probability, counted in ``stats.abstained``. It never raises.
 - :class:`JudgeReward` is a Gymnasium wrapper: at the end of each episode (or at each step) the
@@ -37,8 +40,9 @@ class JudgeConfig:
     """what is going on, e.g. the game's rules and who the agent is"""
     objective: str = ""
     """the desired outcome in words (zero-shot); empty when ``examples`` carry it"""
-    examples: tuple[tuple[str, bool], ...] = ()
-    """labelled outcomes shown before the one judged (few-shot): (outcome text, desirable?)"""
+    examples: tuple[tuple[str, bool] | tuple[str, bool, str], ...] = ()
+    """labelled outcomes shown before the one judged (few-shot): (outcome text, desirable?) or
+    (outcome text, desirable?, the reasoning that leads to the answer)"""
     question: str = "Is the outcome desirable?"
     answers: tuple[str, str] = (" Yes", " No")
     """the continuations scored after ``Answer:`` (positive first)"""
@@ -47,6 +51,8 @@ class JudgeConfig:
     threshold: float = 0.5
     min_mass: float = 1e-4
     """abstain when p(yes) + p(no) under the LM is below this (it wanted to say something else)"""
+    reasoning_tokens: int = 0
+    """> 0: the LM first writes up to this many tokens of reasoning (greedy, one line), then answers"""
 
     def __post_init__(self) -> None:
         if not self.task.strip():
@@ -59,6 +65,13 @@ class JudgeConfig:
             raise ValueError("threshold must be in (0, 1) and min_mass in [0, 1)")
         if len(self.answers) != 2 or self.answers[0] == self.answers[1]:
             raise ValueError("answers must be two different strings, positive first")
+        if self.reasoning_tokens < 0:
+            raise ValueError(f"reasoning_tokens must be >= 0, got {self.reasoning_tokens}")
+        object.__setattr__(self, "examples", tuple(tuple(e) for e in self.examples))  # JSON gives lists
+        for e in self.examples:
+            if len(e) not in (2, 3) or not isinstance(e[0], str):
+                raise ValueError(f"an example is (outcome text, desirable?) or (outcome text, desirable?, reasoning), "
+                                 f"got {e!r}")
 
 
 @dataclass
@@ -80,18 +93,35 @@ class LMJudge:
         self.lm, self.config = lm, config
         self.stats = JudgeStats()
         self._memo: dict[str, float] = {}
+        self.reasoning: dict[str, str] = {}
+        """the reasoning written per outcome (``reasoning_tokens`` > 0)"""
 
     def prompt(self, outcome: str) -> str:
-        """Task, objective, labelled examples, the outcome and the question, ending in ``Answer:``."""
+        """Task, objective, labelled examples, the outcome and the question, ending in ``Answer:``
+        (or in ``Reasoning:`` when the judge thinks first)."""
         c = self.config
         yes, no = (a.strip() for a in c.answers)
         parts = [c.task.strip()]
         if c.objective.strip():
             parts.append(f"Objective: {c.objective.strip()}")
-        for text, good in c.examples:
-            parts.append(f"Outcome: {text.strip()}\nQuestion: {c.question}\nAnswer: {yes if good else no}")
-        parts.append(f"Outcome: {outcome.strip()}\nQuestion: {c.question}\nAnswer:")
+        for text, good, *reason in c.examples:
+            why = f"Reasoning: {reason[0].strip()}\n" if reason and c.reasoning_tokens else ""
+            parts.append(f"Outcome: {text.strip()}\nQuestion: {c.question}\n{why}Answer: {yes if good else no}")
+        last = "Reasoning:" if c.reasoning_tokens else "Answer:"
+        parts.append(f"Outcome: {outcome.strip()}\nQuestion: {c.question}\n{last}")
         return "\n\n".join(parts)
+
+    def _prompts(self, outcomes: list[str]) -> list[str | None]:
+        """The prompts the answers are scored after; None where the reasoning could not be had."""
+        prompts = [self.prompt(o) for o in outcomes]
+        if not self.config.reasoning_tokens:
+            return list(prompts)
+        try:
+            gens = self.lm.generate(prompts, max_new_tokens=self.config.reasoning_tokens, stop=("\n",))
+        except Exception:  # noqa: BLE001 - a judge that cannot think abstains
+            return [None] * len(prompts)
+        self.reasoning.update({o: g.texts[0].strip() for o, g in zip(outcomes, gens)})
+        return [f"{p} {g.texts[0].strip()}\nAnswer:" for p, g in zip(prompts, gens)]
 
     def probabilities(self, outcomes: Sequence[str]) -> np.ndarray:
         """p(yes) / (p(yes) + p(no)) per outcome; NaN where the judge abstains."""
@@ -101,10 +131,15 @@ class LMJudge:
             start = time.perf_counter()
             self.stats.calls += 1
             self.stats.new += len(todo)
+            prompts = self._prompts(todo)
+            ready = [i for i, p in enumerate(prompts) if p is not None]
+            scores: list[Any] = [None] * len(todo)
             try:
-                scores = self.lm.score([self.prompt(o) for o in todo], list(self.config.answers))
+                got = self.lm.score([prompts[i] for i in ready], list(self.config.answers)) if ready else []
+                for i, s in zip(ready, got):
+                    scores[i] = s
             except Exception:  # noqa: BLE001 - a judge that cannot answer abstains; the run goes on
-                scores = [None] * len(todo)
+                pass
             for outcome, s in zip(todo, scores):
                 self._memo[outcome] = self._p_yes(s)
             self.stats.seconds += time.perf_counter() - start
