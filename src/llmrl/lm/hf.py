@@ -417,6 +417,52 @@ class HFLM(LanguageModel):
         # The BOS token is not part of the text a server echoes.
         return out[len(self._bos):] if self._bos else out
 
+    # ------------------------------------------------- token-level policies (RLHF)
+    def sample_ids(self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 1.0,
+                   seed: int | None = None) -> list[list[int]]:  # fmt: skip
+        """Sample a response per prompt from the full distribution (no top-k or top-p, so the
+        sampler is the policy PPO scores) and return its token ids, cut after the first end of
+        sequence (kept: stopping is the policy's choice too)."""
+        if temperature <= 0:
+            raise LMError("sample_ids samples the policy: temperature must be > 0")
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        ids, mask = _padded([self._bos + self.encode(p) for p in prompts], pad, left=True)
+        rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        with rng, torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                      top_k=0, top_p=1.0, pad_token_id=pad, eos_token_id=eos)  # fmt: skip
+        rows = []
+        for row in out[:, ids.shape[1]:].tolist():
+            cut = row.index(eos) + 1 if eos in row else len(row)
+            rows.append(row[:cut])
+        return rows
+
+    def response_tensors(self, prompts: Sequence[str], responses: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+        """One forward pass over each prompt followed by its response tokens; differentiable when
+        grad is enabled. Returns ``(logp_all, hidden, last_hidden)``: the log-distribution over the
+        vocabulary at every position that predicts a response token (rows flattened in order,
+        prompt 0's tokens first), the final-layer state there, and the state at each sequence's
+        last token (a reward model's input)."""
+        pad = self.tokenizer.pad_token_id
+        rows = [self._bos + self.encode(p) for p in prompts]
+        starts = [len(r) for r in rows]
+        full = [r + list(x) for r, x in zip(rows, responses)]
+        ids, mask = _padded(full, pad, left=False)
+        hidden = self._decoder()(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        lengths = mask.sum(1)
+        last = hidden[torch.arange(len(full)), (lengths - 1).to(self.device)]
+        r = torch.tensor([i for i, x in enumerate(responses) for _ in x], dtype=torch.long)
+        c = torch.tensor([starts[i] - 1 + k for i, x in enumerate(responses) for k in range(len(x))], dtype=torch.long)
+        h = hidden[r.to(self.device), c.to(self.device)]
+        logits = self.model.get_output_embeddings()(h).float()
+        cap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.log_softmax(logits, dim=-1), h, last
+
     # ------------------------------------------------------------- generation
     def generate(
         self,

@@ -57,6 +57,11 @@ RECIPES: dict[str, Recipe] = {
         Recipe("state-coder", "llmrl.recipes.state_coder",
                "LESR: the LM writes state features and an intrinsic reward, sandboxed, with Lipschitz feedback; TD3",
                ("mujoco",)),
+        Recipe("judge-reward", "llmrl.recipes.judge_reward",
+               "Kwon et al.: the LM judges outcomes against an objective in words (p(yes) vs p(no)) and pays a DQN; "
+               "vs a supervised reward model and the true reward (Ultimatum, matrix games)"),
+        Recipe("rlhf", "llmrl.recipes.rlhf",
+               "RLHF: a Bradley-Terry reward model on preferences, PPO with a KL penalty; proxy and gold reward vs KL"),
     )
 }
 
