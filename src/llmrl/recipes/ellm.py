@@ -18,7 +18,10 @@ four baselines:
 
 Also available, reported apart: ``achievement-novelty`` (every achievement not yet unlocked,
 paid on success: Crafter's own reward signal), ``feasible-achievements`` (achievements one
-action away), ``none`` (no reward at all) and ``random`` (uniform actions, no learning).
+action away), ``none`` (no reward at all), ``random`` (uniform actions, no learning) and
+``motif`` (Klissarov et al.: the LM's preferences between transition captions, distilled into a
+reward model, pay Motif's normalised, thresholded, count-discounted bonus; :mod:`llmrl.roles.motif`;
+usually with ``extrinsic_reward="crafter"`` beside ``none``, as Motif adds its bonus to the game's score).
 
 The goal methods pay through :class:`llmrl.roles.explorer.GoalBonus`, which asks the LM lazily:
 transitions wait (at most ``explorer.max_lag`` vector steps) while new captions accumulate, and
@@ -62,10 +65,12 @@ from llmrl.rl.rnd import RND, RNDBonus, RNDConfig
 from llmrl.scale import MAY_CHANGE as RAY_MAY_CHANGE
 from llmrl.scale import RayConfig
 from llmrl.roles.explorer import ExplorerConfig, GoalBonus, GoalExplorer
+from llmrl.roles.motif import CaptionRewardModel, MotifBonus, MotifConfig, PairwiseJudge, caption_pairs
 from llmrl.runs import (
     JsonLines,
     RunFolder,
     RunResult,
+    atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     env_seeds,
@@ -76,7 +81,7 @@ from llmrl.stats import t_interval
 
 RECIPE = "ellm"
 METHODS = ("ellm", "novelty", "apt", "rnd", "oracle", "achievement-novelty", "feasible-achievements", "none",
-           "random")
+           "random", "motif")
 COMPARED = METHODS[:5]  # ELLM and the paper's four baselines
 GOAL_SOURCE = {"ellm": "llm", "novelty": "novelty", "oracle": "oracle", "achievement-novelty": "achievement-novelty",
                "feasible-achievements": "feasible-achievements"}  # the others: no goals
@@ -132,6 +137,8 @@ class ELLMConfig:
     """How goals are suggested, paid and batched (threshold: ELLM's 0.99)."""
     apt: APTConfig = field(default_factory=APTConfig)
     """APT's representation and particle-based reward (ELLM's settings)."""
+    motif: MotifConfig = field(default_factory=MotifConfig)
+    """Motif's annotation (the LM's preferences between transition captions), reward model and bonus"""
     dqn: DQNConfig = field(default_factory=_ellm_dqn)
     """The DQN learner (defaults: ELLM's)."""
     eval_episodes: int = 20
@@ -257,6 +264,51 @@ def _load_lm(config: ELLMConfig) -> Any:
     return CachedLM(load_model(config.model), config.lm_cache or None)
 
 
+def motif_reward_model(config: ELLMConfig, seed: int, folder: Path, progress: bool = False) -> CaptionRewardModel:
+    """Motif's phases 1 and 2 for one run: transition captions from random play, the LM's
+    preferences between pairs of them, the Bradley–Terry reward model; kept in ``motif.pt`` (and
+    what the LM said in ``motif.json``), so a resumed run reuses them."""
+    from llmrl.lm.embed import default_embedder
+
+    with torch.random.fork_rng(devices=[]):  # building the model must not shift the agent's init
+        model = CaptionRewardModel(default_embedder().embed, config.motif.hidden, seed)
+    saved = folder / "motif.pt"
+    if saved.exists():
+        model.load_state_dict(torch.load(saved, weights_only=False))
+        return model
+    m = config.motif
+    env = ct.CrafterTextEnv(action_set=config.action_set, observation="symbolic", caption=config.caption,
+                            length=config.episode_length, reward="none")  # fmt: skip
+    rng_ = np.random.default_rng((seed, 17))
+    env.reset(seed=seed * SEED_STRIDE + 99_991)
+    captions = []
+    for _ in range(m.caption_steps):
+        _, _, terminated, truncated, info = env.step(int(rng_.integers(env.action_space.n)))
+        captions.append(info["transition_caption"])
+        if terminated or truncated:
+            env.reset(seed=int(rng_.integers(2**31)))
+    env.close()
+    pairs = caption_pairs(captions, m.max_pairs, rng_)
+    lm = _load_lm(config)
+    judge = PairwiseJudge(lm)
+    t0 = time.time()
+    p_first = judge.prefer_first(pairs)
+    fit = model.fit(pairs, p_first, m.margin, m.epochs)
+    model.calibrate(captions, m.threshold_quantile)
+    distinct = sorted(set(captions))
+    report = {"steps": m.caption_steps, "distinct_captions": len(distinct), "abstained": judge.abstained,
+              "lm_seconds": round(time.time() - t0, 1), **fit,
+              "pairs": [[a, b, None if not np.isfinite(p) else round(float(p), 4)] for (a, b), p in zip(pairs, p_first)],
+              "captions": {c: {"count": captions.count(c), "reward": round(float(r), 4)}
+                           for c, r in zip(distinct, model.normalised(distinct))}}  # fmt: skip
+    atomic_write_json(folder / "motif.json", report)
+    atomic_torch_save(saved, model.state_dict())
+    if progress:
+        print(f"[motif-s{seed}] {len(distinct)} captions, {fit['decided']}/{len(pairs)} pairs decided by the LM, "
+              f"reward model agrees with {fit['train_agreement']:.2f} of them", flush=True)
+    return model
+
+
 def _goal_dim(config: ELLMConfig) -> int:
     """Size of the goal embedding a goal-conditioned agent reads (the embedder's, not assumed)."""
     if not config.goal_conditioned:
@@ -270,7 +322,7 @@ def _goal_dim(config: ELLMConfig) -> int:
 class _Learner:
     """What one run trains and how it explores: the DQN, its replay, the explorer and the bonus."""
 
-    def __init__(self, config: ELLMConfig, method: str, seed: int) -> None:
+    def __init__(self, config: ELLMConfig, method: str, seed: int, motif: CaptionRewardModel | None = None) -> None:
         torch.manual_seed(seed)
         self.rng = rng(seed)
         c = config.dqn
@@ -289,7 +341,9 @@ class _Learner:
                                      goal_captions=[ct.ACHIEVEMENT_CAPTIONS[a] for a in ct.ACHIEVEMENTS],
                                      all_goals=actions, valid_goals=ct.VALID_GOALS, equivalents=ct.EQUIVALENT_GOALS)
         lazy = not config.goal_conditioned
-        if self.rnd is not None:
+        if method == "motif":
+            self.bonus = MotifBonus(motif, config.n_envs, config.motif.count_exponent)
+        elif self.rnd is not None:
             self.bonus: Any = RNDBonus(self.rnd)
         elif self.apt is not None:
             self.bonus = APTBonus(self.apt)
@@ -329,7 +383,8 @@ def train_run(config: ELLMConfig, method: str, seed: int, out_dir: str | os.Path
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     state = folder.load_checkpoint()  # before the LM loads: a bad folder fails in a second
-    learner = _Learner(config, method, seed)
+    motif = motif_reward_model(config, seed, folder.path, progress) if method == "motif" else None
+    learner = _Learner(config, method, seed, motif)
     explorer = learner.explorer
     t0 = state["loop"]["t"] if state is not None else 0
     log = folder.progress(PROGRESS, resume_at=t0, digits=None)  # _row rounds each column itself

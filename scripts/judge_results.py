@@ -1,0 +1,216 @@
+"""The tables of docs/results/judge.md and rlhf.md, from a run folder or its committed copy.
+
+    python scripts/judge_results.py judge docs/results/data/judge
+    python scripts/judge_results.py rlhf docs/results/data/rlhf --plot docs/results/img/rlhf-overoptimisation.png
+    python scripts/judge_results.py judge runs/judge-cpu --copy-to docs/results/data/judge
+
+Every number is recomputed from the per-item labels (``labels.jsonl``/``.gz``), the per-agent rows
+(``agents.csv``), the reward models' epochs and each PPO run's ``progress.csv``; intervals are
+Student-t over seeds. ``--copy-to`` copies what the tables need (the big JSON lines compressed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from llmrl.runs import read_json_lines  # noqa: E402
+from llmrl.stats import t_interval  # noqa: E402
+
+# Kwon et al.'s Ultimatum numbers as our research note records them (GPT-3 text-davinci-002;
+# ../shared/research/reward_state_plan.md): LM 10-shot labels, LM 1-shot+CoT labels, SL-10, SL-1,
+# DQN on GPT-3 labels, DQN on SL labels.
+ANCHOR = {
+    "percentage-0.3": (0.94, 0.80, 0.86, 0.32, 0.96, 0.86),
+    "percentage-0.6": (0.96, 0.90, 1.00, 0.68, 0.96, 1.00),
+    "payoff-10": (0.94, 0.98, 0.76, 0.56, 0.87, 0.76),
+    "payoff-100": (0.94, 0.84, 0.98, 0.20, 0.92, 0.97),
+    "inequity-aversion": (1.00, 1.00, 1.00, 1.00, 1.00, 1.00),
+}
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():  # a run still labelling has no agents yet
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fmt(values: list[float], digits: int = 2, clip: bool = True) -> str:
+    if not values:
+        return "—"
+    mean, lo, hi = t_interval(values)
+    if clip:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    if len(values) == 1 or np.isnan(lo):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def per_seed(records: list[dict], metric: str, **where: str) -> list[float]:
+    """One value per seed: the metric averaged over the matching records of that seed."""
+    by: dict[int, list[float]] = {}
+    for r in records:
+        if all(r[k] == v for k, v in where.items()):
+            by.setdefault(int(r["seed"]), []).append(float(r[metric]))
+    return [float(np.mean(v)) for _, v in sorted(by.items())]
+
+
+def judge_tables(folder: Path) -> None:
+    labels = read_json_lines(folder / "labels.jsonl")
+    agents = [dict(r) for r in rows(folder / "agents.csv")]
+    ult = [r for r in labels if r["game"] == "ultimatum"]
+    ult_agents = [r for r in agents if r["game"] == "ultimatum"]
+    objectives = list(dict.fromkeys(r["objective"] for r in ult))
+    labellers = list(dict.fromkeys(r["labeller"] for r in ult))
+    if ult:
+        print("### Ultimatum: label accuracy (ours; paper in parentheses where it has the cell)\n")
+        paper_col = {"lm-10": 0, "lm-1": 1, "sl-10": 2, "sl-1": 3}
+        print("| objective | " + " | ".join(labellers) + " | majority label |")
+        print("|---|" + "---|" * (len(labellers) + 1))
+        for o in objectives:
+            cells = []
+            for lab in labellers:
+                cell = fmt(per_seed(ult, "label_accuracy", objective=o, labeller=lab))
+                if lab in paper_col and o in ANCHOR:
+                    cell += f" ({ANCHOR[o][paper_col[lab]]:.2f})"
+                cells.append(cell)
+            majority = [max(np.mean(r["truth"]), 1 - np.mean(r["truth"])) for r in ult if r["objective"] == o and r["labeller"] == "true"]
+            print(f"| {o} | " + " | ".join(cells) + f" | {np.mean(majority):.2f} |")
+        print("| mean | " + " | ".join(fmt(per_seed(ult, "label_accuracy", labeller=lab)) for lab in labellers) + " | |")
+        print("\n### Ultimatum: the DQN agent's accuracy against the objective (trained on each labelling)\n")
+        paper_col = {"lm-10": 4, "sl-10": 5}
+        print("| objective | " + " | ".join(f"DQN on {lab}" for lab in labellers) + " |")
+        print("|---|" + "---|" * len(labellers))
+        for o in objectives:
+            cells = []
+            for lab in labellers:
+                cell = fmt(per_seed(ult_agents, "agent_accuracy", objective=o, labeller=lab))
+                if lab in paper_col and o in ANCHOR:
+                    cell += f" ({ANCHOR[o][paper_col[lab]]:.2f})"
+                cells.append(cell)
+            print(f"| {o} | " + " | ".join(cells) + " |")
+        print("| mean | " + " | ".join(fmt(per_seed(ult_agents, "agent_accuracy", labeller=lab)) for lab in labellers) + " |")
+        lm = [r for r in ult if r.get("p_yes")]
+        abst = sum(r.get("abstained", 0) for r in lm)
+        judged = sum(len(r["p_yes"]) for r in lm)
+        yes = [p for r in lm for p in r["p_yes"] if p is not None]
+        print(f"\nJudge: {judged} Ultimatum verdicts, {abst} abstentions; p(yes) spans {min(yes):.3f}–{max(yes):.3f} "
+              f"(median {np.median(yes):.3f}); share labelled 'reject' by labeller: " + ", ".join(
+                  f"{lab} {np.mean([x == 0 for r in ult if r['labeller'] == lab for x in r['labels']]):.2f}" for lab in labellers))
+    mat = [r for r in labels if r["game"] != "ultimatum"]
+    mat_agents = [r for r in agents if r["game"] != "ultimatum"]
+    if mat:
+        mlabs = list(dict.fromkeys(r["labeller"] for r in mat))
+        print("\n### Matrix games: label accuracy over the four outcomes (mean over the four games) | the DQN's choice is desirable\n")
+        print("| objective | " + " | ".join(f"{lab} labels" for lab in mlabs) + " | " + " | ".join(f"DQN on {lab}" for lab in mlabs) + " |")
+        print("|---|" + "---|" * (2 * len(mlabs)))
+        for o in dict.fromkeys(r["objective"] for r in mat):
+            print(f"| {o} | " + " | ".join(fmt(per_seed(mat, "label_accuracy", objective=o, labeller=lab)) for lab in mlabs)
+                  + " | " + " | ".join(fmt(per_seed(mat_agents, "agent_accuracy", objective=o, labeller=lab)) for lab in mlabs) + " |")
+        print("| mean | " + " | ".join(fmt(per_seed(mat, "label_accuracy", labeller=lab)) for lab in mlabs)
+              + " | " + " | ".join(fmt(per_seed(mat_agents, "agent_accuracy", labeller=lab)) for lab in mlabs) + " |")
+        lm = [r for r in mat if r.get("p_yes")]
+        yes_share = np.mean([lab for r in lm for lab in r["labels"]])
+        print(f"\nMatrix judge: share of outcomes called desirable {yes_share:.2f}; truly desirable "
+              f"{np.mean([x for r in mat if r['labeller'] == 'true' for x in r['truth']]):.2f}")
+
+
+def rlhf_tables(folder: Path, plot: Path | None) -> None:
+    rm = [r for r in rows(folder / "reward_models.csv")]
+    last = max(int(r["epoch"]) for r in rm)
+    fin = [r for r in rm if int(r["epoch"]) == last]
+    print("### Reward model (last epoch), per seed\n")
+    print("| seed | train pairs accuracy | held-out accuracy | held-out, against the gold order | rater's ceiling |")
+    print("|---|---|---|---|---|")
+    for r in fin:
+        print(f"| {r['seed']} | {float(r['train_accuracy']):.2f} | {float(r['test_accuracy']):.2f} | "
+              f"{float(r['gold_order_accuracy']):.2f} | {float(r['rater_ceiling']):.2f} |")
+    print(f"| mean | {fmt([float(r['train_accuracy']) for r in fin])} | {fmt([float(r['test_accuracy']) for r in fin])} | "
+          f"{fmt([float(r['gold_order_accuracy']) for r in fin])} | {fmt([float(r['rater_ceiling']) for r in fin])} |")
+    arms: dict[str, dict[int, list[dict[str, str]]]] = {}
+    for p in sorted((folder / "ppo").glob("*/progress.csv")):
+        name, _, seed = p.parent.name.rpartition("-seed")
+        arms.setdefault(name, {})[int(seed)] = [r for r in rows(p) if r["phase"] == "eval"]
+    print("\n### PPO-KL on held-out prompts: KL to the start, proxy (reward model) and gold reward\n")
+    print("| arm | iteration | KL (nats per reply) | proxy reward | gold reward | seeds |")
+    print("|---|---|---|---|---|---|")
+    curves = {}
+    for arm, by_seed in arms.items():
+        its = sorted({int(r["iteration"]) for rs in by_seed.values() for r in rs})
+        curve = []
+        for it in its:
+            got = [r for rs in by_seed.values() for r in rs if int(r["iteration"]) == it]
+            kl, proxy, gold = ([float(r[k]) for r in got] for k in ("kl", "proxy", "gold"))
+            print(f"| {arm} | {it} | {fmt(kl, 2, False)} | {fmt(proxy, 2, False)} | {fmt(gold, 2, False)} | {len(got)} |")
+            curve.append((np.mean(kl), np.mean(proxy), np.mean(gold)))
+        curves[arm] = curve
+    neg = [float(r["kl_sampled"]) for p in (folder / "ppo").glob("*/progress.csv") for r in rows(p)]
+    print(f"\nThe sampled log-ratio estimate (kl_sampled) was negative in {sum(v < 0 for v in neg)} of {len(neg)} "
+          f"rows (min {min(neg):.3f}); the exact KL logged as `kl` never is.")
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+        for arm, curve in curves.items():
+            kl, proxy, gold = zip(*curve)
+            axes[0].plot(np.sqrt(kl), proxy, marker="o", label=arm)
+            axes[1].plot(np.sqrt(kl), gold, marker="o", label=arm)
+        for ax, title in zip(axes, ("proxy reward (reward model)", "gold reward")):
+            ax.set_xlabel("sqrt(KL to the starting policy), nats")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plot, dpi=110)
+        print(f"\nplot: {plot}")
+
+
+def copy(folder: Path, dest: Path, kind: str) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    if kind == "judge":
+        names = ["config.json", "agents.csv", "summary.json"]
+        packed = ["labels.jsonl"]
+    else:
+        names = ["config.json", "reward_models.csv", "summary.json"]
+        packed = [str(p.relative_to(folder)) for p in (folder / "preferences").glob("*.jsonl")]
+        for p in (folder / "ppo").glob("*/progress.csv"):
+            (dest / p.parent.relative_to(folder)).mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, dest / p.relative_to(folder))
+    for n in names:
+        shutil.copy(folder / n, dest / n)
+    for n in packed:
+        (dest / n).parent.mkdir(parents=True, exist_ok=True)
+        with (folder / n).open("rb") as src, gzip.open(dest / (n + ".gz"), "wb", compresslevel=9) as out:
+            shutil.copyfileobj(src, out)
+    print(f"copied to {dest}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=("judge", "rlhf"))
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--copy-to", type=Path)
+    parser.add_argument("--plot", type=Path)
+    args = parser.parse_args()
+    if args.copy_to:
+        copy(args.folder, args.copy_to, args.kind)
+    if args.kind == "judge":
+        judge_tables(args.folder)
+    else:
+        rlhf_tables(args.folder, args.plot)
+
+
+if __name__ == "__main__":
+    main()
