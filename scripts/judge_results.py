@@ -64,6 +64,17 @@ def per_seed(records: list[dict], metric: str, **where: str) -> list[float]:
     return [float(np.mean(v)) for _, v in sorted(by.items())]
 
 
+def auroc(scores: list, positive: list[bool]) -> float | None:
+    """P(score of a positive > score of a negative), ties half; None without both classes
+    (abstentions, scored None, are left out)."""
+    pairs = [(float(s), bool(y)) for s, y in zip(scores, positive) if s is not None]
+    pos = np.array([s for s, y in pairs if y])
+    neg = np.array([s for s, y in pairs if not y])
+    if not len(pos) or not len(neg):
+        return None
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
 def judge_tables(folder: Path) -> None:
     labels = read_json_lines(folder / "labels.jsonl")
     agents = [dict(r) for r in rows(folder / "agents.csv")]
@@ -100,6 +111,22 @@ def judge_tables(folder: Path) -> None:
             print(f"| {o} | " + " | ".join(cells) + " |")
         print("| mean | " + " | ".join(fmt(per_seed(ult_agents, "agent_accuracy", labeller=lab)) for lab in labellers) + " |")
         lm = [r for r in ult if r.get("p_yes")]
+        lm_labs = [lab for lab in labellers if any(r["labeller"] == lab for r in lm)]
+        print("\n### Ultimatum: does p(yes) rank the offers right? AUROC of p(yes) for 'reject is desirable' "
+              "(0.5: no information; threshold-free)\n")
+        print("| objective | " + " | ".join(lm_labs) + " |")
+        print("|---|" + "---|" * len(lm_labs))
+        for o in objectives + ["mean"]:
+            cells = []
+            for lab in lm_labs:
+                per = {}
+                for r in lm:
+                    if r["labeller"] == lab and (o == "mean" or r["objective"] == o):
+                        a = auroc(r["p_yes"], [t == 0 for t in r["truth"]])
+                        if a is not None:
+                            per.setdefault(int(r["seed"]), []).append(a)
+                cells.append(fmt([float(np.mean(v)) for _, v in sorted(per.items())]))
+            print(f"| {o} | " + " | ".join(cells) + " |")
         abst = sum(r.get("abstained", 0) for r in lm)
         judged = sum(len(r["p_yes"]) for r in lm)
         yes = [p for r in lm for p in r["p_yes"] if p is not None]

@@ -44,7 +44,7 @@ class UnrulyJudge(LanguageModel):
 
 
 def tiny(**kw):
-    base = dict(objectives=("percentage-0.3",), labellers=("lm-10", "lm-1", "lm-0", "sl-10", "sl-1", "true"),
+    base = dict(objectives=("percentage-0.3",), labellers=("lm-10", "lm-10-cal", "lm-1", "lm-0", "sl-10", "sl-1", "true"),
                 matrix_games=("prisoners",), matrix_objectives=("welfare",), seeds=1, n_test=12, dqn_steps=100,
                 matrix_dqn_steps=60, workers=1)
     return jr.config_from("cpu", **{**base, **kw})
@@ -60,7 +60,7 @@ def unruly(monkeypatch):
 def test_a_misbehaving_judge_never_stops_the_run_and_is_counted(unruly, tmp_path):
     result = jr.run(tiny(), tmp_path / "run", progress=False)
     records = read_json_lines(tmp_path / "run" / "labels.jsonl")
-    assert len(records) == 6 + 4
+    assert len(records) == 7 + 4
     by = {(r["labeller"], r["game"], r["seed"]): r for r in records}
     lm10 = by[("lm-10", "ultimatum", 0)]
     offers = U.make_offers("percentage-0.3", 0, 10, 12)["test"]
@@ -68,6 +68,8 @@ def test_a_misbehaving_judge_never_stops_the_run_and_is_counted(unruly, tmp_path
     assert lm10["abstained"] == int(silent.sum()) and all(p is None for p, s in zip(lm10["p_yes"], silent) if s)
     # An abstention labels the offer "accept"; a confident "yes" labels it "reject".
     assert all(lab == (U.REJECT if p is not None and p >= 0.5 else U.ACCEPT) for lab, p in zip(lm10["labels"], lm10["p_yes"]))
+    cal = by[("lm-10-cal", "ultimatum", 0)]
+    assert 0.1 < cal["threshold"] < 0.9 and cal["labels"] == lm10["labels"]  # learnt from the labelled offers alone
     assert by[("lm-1", "ultimatum", 0)]["abstained"] == 12  # it could not think, so it abstained on all
     assert by[("lm", "prisoners", 0)]["abstained"] == 4  # the scorer crashed: abstained, not raised
     assert by[("true", "prisoners", 0)]["label_accuracy"] == 1.0

@@ -8,6 +8,10 @@ Two of the paper's games (:mod:`llmrl.envs.ultimatum`, :mod:`llmrl.envs.matrix_g
 
   ===============  =================================================================================
   ``lm-10``        the judge, shown the objective and the 10 labelled offers (the paper's prompt)
+  ``lm-10-cal``    ``lm-10``'s p(yes), thresholded where it best separates the 10 labelled offers
+                   (each judged with the other nine as examples): a small model's p(yes) can rank
+                   offers well yet sit above 0.5 for all of them; the threshold uses only the
+                   labelled offers every labeller has
   ``lm-1``         the judge, shown one labelled offer with its reasoning, thinking before it answers
                    (the paper's one-example "Let's think step by step" prompt)
   ``lm-0``         the judge, shown the objective only
@@ -60,7 +64,7 @@ from llmrl.workers import run_jobs
 
 RECIPE = "judge-reward"
 GAMES = ("ultimatum", "matrix")
-ULTIMATUM_LABELLERS = ("lm-10", "lm-1", "lm-0", "lm-blank", "sl-10", "sl-1", "true")
+ULTIMATUM_LABELLERS = ("lm-10", "lm-10-cal", "lm-1", "lm-0", "lm-blank", "sl-10", "sl-1", "true")
 MATRIX_LABELLERS = ("lm", "lm-scrambled", "lm-blank", "true")
 AGENTS = ("game", "objective", "labeller", "seed", "label_accuracy", "agent_accuracy", "steps", "seconds")
 
@@ -152,7 +156,8 @@ PRESETS: dict[str, JudgeRewardConfig] = {
                                reasoning_tokens=8, dqn_steps=300, matrix_dqn_steps=100, workers=1),
 }
 
-_RESUMABLE = ("workers", "ray", "torch_threads", "lm_cache", "label")
+# Labellers may be added to a run (new records only); what the others computed stays.
+_RESUMABLE = ("workers", "ray", "torch_threads", "lm_cache", "label", "labellers", "matrix_labellers")
 
 
 def config_from(preset: str = "cpu", **overrides: Any) -> JudgeRewardConfig:
@@ -167,7 +172,7 @@ def ultimatum_judge(objective: str, labeller: str, train: np.ndarray, reasoning_
     """The judge's prompt for one Ultimatum labeller (``lm-10``, ``lm-1``, ``lm-0``, ``lm-blank``)."""
     o = U.get_objective(objective)
     task = U.TASK
-    if labeller == "lm-10":
+    if labeller in ("lm-10", "lm-10-cal"):
         examples = tuple((U.outcome_text(a, b), int(y) == U.REJECT) for a, b, y in train)
         return JudgeConfig(task, objective=o.objective, examples=examples, threshold=threshold)
     if labeller == "lm-1":
@@ -185,6 +190,26 @@ def matrix_judge(pairs: tuple[tuple[int, int], ...], objective: str | None, thre
     """The judge's zero-shot prompt for a matrix game; ``objective=None`` is the blank baseline."""
     return JudgeConfig(MG.game_text(pairs), objective=MG.OBJECTIVES[objective] if objective else MG.BLANK,
                        threshold=threshold)  # fmt: skip
+
+
+def example_threshold(lm: Any, objective: str, train: np.ndarray, config: JudgeRewardConfig) -> float:
+    """The p(yes) threshold that best separates the labelled offers, each judged leave-one-out
+    (the other offers as its examples): the midpoint between neighbouring p(yes) values with the
+    most labelled offers on the right side (the middle one of equal bests)."""
+    p = np.full(len(train), np.nan)
+    for i in range(len(train)):
+        others = np.delete(train, i, axis=0)
+        judge = LMJudge(lm, ultimatum_judge(objective, "lm-10", others, config.reasoning_tokens, config.threshold))
+        p[i] = judge.probabilities([U.outcome_text(train[i, 0], train[i, 1])])[0]
+    ok = np.isfinite(p)
+    if not ok.any():
+        return config.threshold
+    values, desirable = p[ok], train[ok, 2] == U.REJECT
+    grid = np.sort(values)
+    cuts = np.concatenate([[grid[0] - 1e-6], (grid[1:] + grid[:-1]) / 2, [grid[-1] + 1e-6]])
+    scores = np.array([np.mean((values >= c) == desirable) for c in cuts])
+    best = np.flatnonzero(scores == scores.max())
+    return float(cuts[best[len(best) // 2]])
 
 
 # --- the supervised baseline -----------------------------------------------------------------------
@@ -304,8 +329,12 @@ def label(config: JudgeRewardConfig, task: dict[str, Any], lm_factory: Any) -> d
             judge = LMJudge(lm_factory(), ultimatum_judge(objective, labeller, offers["train"],
                                                           config.reasoning_tokens, config.threshold))  # fmt: skip
             p_yes = judge.probabilities([U.outcome_text(a, b) for a, b in items])
+            verdicts = judge.verdicts(p_yes)
+            if labeller == "lm-10-cal":
+                record["threshold"] = threshold = example_threshold(lm_factory(), objective, offers["train"], config)
+                verdicts = np.where(np.isnan(p_yes), 0.0, (p_yes >= threshold).astype(float))
             # "P2 rejected" judged desirable -> the offer is labelled reject; an abstention -> accept.
-            labels = np.where(judge.verdicts(p_yes) == 1.0, U.REJECT, U.ACCEPT)
+            labels = np.where(verdicts == 1.0, U.REJECT, U.ACCEPT)
             record["abstained"] = int(np.isnan(p_yes).sum())
             if judge.reasoning:
                 record["reasoning"] = [judge.reasoning.get(U.outcome_text(a, b), "") for a, b in items]
