@@ -29,7 +29,7 @@ def test_rlhf_runs_logs_a_true_kl_and_resumes(fresh_lms, tmp_path):
     rows = read_rows(arm / "progress.csv", "iteration")
     assert rows[0]["phase"] == "eval" and float(rows[0]["kl"]) == 0.0  # the policy starts as the reference
     assert all(float(r["kl"]) >= 0.0 for r in rows)
-    state = torch.load(arm / "checkpoint.pt")
+    state = torch.load(arm / "checkpoint.pt", weights_only=False)
     assert any(k.startswith("value_head") for k in state["policy"]) and state["iteration"] == 1
     assert (tmp_path / "run" / "ppo" / "gold-beta0.05-seed0" / "progress.csv").exists()  # a plain reward function
     # Extend the finished run by one iteration: it resumes from the checkpoint, not from scratch.
@@ -37,6 +37,6 @@ def test_rlhf_runs_logs_a_true_kl_and_resumes(fresh_lms, tmp_path):
     rows = read_rows(arm / "progress.csv", "iteration")
     assert [(r["iteration"], r["phase"]) for r in rows] == [("0", "eval"), ("1", "train"), ("1", "eval"),
                                                            ("2", "train"), ("2", "eval")]  # fmt: skip
-    assert torch.load(arm / "checkpoint.pt")["iteration"] == 2
+    assert torch.load(arm / "checkpoint.pt", weights_only=False)["iteration"] == 2
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["ppo"]) == {"model-beta0.05", "gold-beta0.05"}

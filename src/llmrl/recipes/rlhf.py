@@ -215,12 +215,17 @@ def ppo_job(config_json: str, out: str, reward: str, kl_coef: float, seed: int) 
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.text_ppo.ppo.learning_rate, eps=config.text_ppo.ppo.adam_eps)
     beta, first = kl_coef, 0
+    rng = np.random.default_rng((seed, 0))  # the training prompts' draws
     ckpt = folder / "checkpoint.pt"
     if ckpt.exists():
-        state = torch.load(ckpt)
+        state = torch.load(ckpt, weights_only=False)
         policy.load_trainable_state(state["policy"])
         opt.load_state_dict(state["optimiser"])
         beta, first = state["kl_coef"], state["iteration"]
+        if "prompt_rng" in state:  # the draws go on where they stopped
+            rng.bit_generator.state = state["prompt_rng"]
+        else:  # a checkpoint from before the draws were kept: draw afresh
+            rng = np.random.default_rng((seed, first))
     log = ProgressLog(folder / "progress.csv", PPO_COLUMNS, key="iteration", resume_at=first)
 
     def proxy(prompts, texts):
@@ -228,7 +233,6 @@ def ppo_job(config_json: str, out: str, reward: str, kl_coef: float, seed: int) 
 
     pay = proxy if reward == "model" else reply_task.gold_reward
     train_prompts, test_prompts = reply_task.split_prompts(seed)
-    rng = np.random.default_rng((seed, first))
 
     def evaluate(iteration: int) -> None:
         t = time.perf_counter()
@@ -254,7 +258,8 @@ def ppo_job(config_json: str, out: str, reward: str, kl_coef: float, seed: int) 
         if (it + 1) % config.eval_every == 0 or it + 1 == config.iterations:
             evaluate(it + 1)
             atomic_torch_save(ckpt, {"policy": policy.trainable_state(), "optimiser": opt.state_dict(),
-                                     "kl_coef": beta, "iteration": it + 1})  # fmt: skip
+                                     "kl_coef": beta, "iteration": it + 1,
+                                     "prompt_rng": rng.bit_generator.state})  # fmt: skip
     log.close()
     return {"reward": reward, "kl_coef": kl_coef, "seed": seed}
 
