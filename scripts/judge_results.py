@@ -3,6 +3,7 @@
     python scripts/judge_results.py judge docs/results/data/judge
     python scripts/judge_results.py rlhf docs/results/data/rlhf --plot docs/results/img/rlhf-overoptimisation.png
     python scripts/judge_results.py judge runs/judge-cpu --copy-to docs/results/data/judge
+    python scripts/judge_results.py motif docs/results/data/motif/none docs/results/data/motif/motif
 
 Every number is recomputed from the per-item labels (``labels.jsonl``/``.gz``), the per-agent rows
 (``agents.csv``), the reward models' epochs and each PPO run's ``progress.csv``; intervals are
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -168,15 +170,19 @@ def rlhf_tables(folder: Path, plot: Path | None) -> None:
         name, _, seed = p.parent.name.rpartition("-seed")
         arms.setdefault(name, {})[int(seed)] = [r for r in rows(p) if r["phase"] == "eval"]
     print("\n### PPO-KL on held-out prompts: KL to the start, proxy (reward model) and gold reward\n")
-    print("| arm | iteration | KL (nats per reply) | proxy reward | gold reward | seeds |")
+    print("A reward model's scale is its own, so the proxy is shown as its change since iteration 0, per seed.\n")
+    print("| arm | iteration | KL (nats per reply) | proxy reward − start | gold reward | seeds |")
     print("|---|---|---|---|---|---|")
     curves = {}
     for arm, by_seed in arms.items():
         its = sorted({int(r["iteration"]) for rs in by_seed.values() for r in rs})
+        start = {s: float(rs[0]["proxy"]) for s, rs in by_seed.items() if rs and int(rs[0]["iteration"]) == 0}
         curve = []
         for it in its:
-            got = [r for rs in by_seed.values() for r in rs if int(r["iteration"]) == it]
-            kl, proxy, gold = ([float(r[k]) for r in got] for k in ("kl", "proxy", "gold"))
+            got = [(s, r) for s, rs in by_seed.items() for r in rs if int(r["iteration"]) == it]
+            kl, gold = ([float(r[k]) for _, r in got] for k in ("kl", "gold"))
+            proxy = [float(r["proxy"]) - start[s] for s, r in got if s in start]
+            got = [r for _, r in got]
             print(f"| {arm} | {it} | {fmt(kl, 2, False)} | {fmt(proxy, 2, False)} | {fmt(gold, 2, False)} | {len(got)} |")
             curve.append((np.mean(kl), np.mean(proxy), np.mean(gold)))
         curves[arm] = curve
@@ -194,7 +200,7 @@ def rlhf_tables(folder: Path, plot: Path | None) -> None:
             kl, proxy, gold = zip(*curve)
             axes[0].plot(np.sqrt(kl), proxy, marker="o", label=arm)
             axes[1].plot(np.sqrt(kl), gold, marker="o", label=arm)
-        for ax, title in zip(axes, ("proxy reward (reward model)", "gold reward")):
+        for ax, title in zip(axes, ("proxy reward (reward model), change since the start", "gold reward")):
             ax.set_xlabel("sqrt(KL to the starting policy), nats")
             ax.set_title(title)
             ax.grid(alpha=0.3)
@@ -204,8 +210,52 @@ def rlhf_tables(folder: Path, plot: Path | None) -> None:
         print(f"\nplot: {plot}")
 
 
+def motif_tables(folders: list[Path]) -> None:
+    """Motif vs no bonus: ELLM-recipe folders (summary.json per folder, motif.json per motif run)."""
+    seeds: dict[str, dict[int, dict]] = {}
+    for folder in folders:
+        summary = json.loads((folder / "summary.json").read_text())
+        for method, entry in summary["methods"].items():
+            for run in entry["seeds"]:
+                seeds.setdefault(method, {})[int(run["run"].rpartition("-s")[2])] = run
+    keys = (("achievements", "achievements per episode, last 25% of training"),
+            ("crafter_score", "Crafter score, last 25% of training"),
+            ("eval_achievements", "achievements per episode, final evaluation (ε 0.001)"),
+            ("eval_crafter_score", "Crafter score, final evaluation"))
+    print("| measure | " + " | ".join(seeds) + " | motif − none, paired by seed |")
+    print("|---|" + "---|" * (len(seeds) + 1))
+    for k, name in keys:
+        cells = [fmt([float(r[k]) for _, r in sorted(by.items())], 2, False) for by in seeds.values()]
+        paired = ""
+        if {"motif", "none"} <= set(seeds):
+            common = sorted(set(seeds["motif"]) & set(seeds["none"]))
+            paired = fmt([float(seeds["motif"][s][k]) - float(seeds["none"][s][k]) for s in common], 2, False)
+        print(f"| {name} | " + " | ".join(cells) + f" | {paired} |")
+    print()
+    for folder in folders:
+        for m in sorted(folder.glob("*/motif.json")):
+            r = json.loads(m.read_text())
+            top = sorted(r["captions"].items(), key=lambda kv: -kv[1]["reward"])[:5]
+            print(f"- {m.parent.name}: {r['distinct_captions']} distinct captions in {r['steps']} random steps; the LM "
+                  f"decided {r['decided']} of {len(r['pairs'])} pairs; the reward model orders {r['train_agreement']:.2f} of "
+                  f"them as the LM did; top rewards: " + ", ".join(f"'{c or '(nothing)'}' {v['reward']:.2f}" for c, v in top))
+
+
 def copy(folder: Path, dest: Path, kind: str) -> None:
     dest.mkdir(parents=True, exist_ok=True)
+    if kind == "motif":
+        shutil.copy(folder / "summary.json", dest / "summary.json")
+        shutil.copy(folder / "config.json", dest / "config.json")
+        for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+            (dest / run.name).mkdir(exist_ok=True)
+            for n in ("progress.csv", "motif.json", "explorer.json", "config.json"):
+                if (run / n).exists():
+                    shutil.copy(run / n, dest / run.name / n)
+            for n in ("episodes.jsonl", "eval_episodes.jsonl"):
+                with (run / n).open("rb") as src, gzip.open(dest / run.name / (n + ".gz"), "wb", compresslevel=9) as out:
+                    shutil.copyfileobj(src, out)
+        print(f"copied to {dest}")
+        return
     if kind == "judge":
         names = ["config.json", "agents.csv", "summary.json"]
         packed = ["labels.jsonl"]
@@ -226,17 +276,24 @@ def copy(folder: Path, dest: Path, kind: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=("judge", "rlhf"))
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("kind", choices=("judge", "rlhf", "motif"))
+    parser.add_argument("folder", type=Path, nargs="+")
     parser.add_argument("--copy-to", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
+    if args.kind == "motif":
+        if args.copy_to:
+            for f in args.folder:
+                copy(f, args.copy_to / f.name, "motif")
+        motif_tables(args.folder)
+        return
+    folder = args.folder[0]
     if args.copy_to:
-        copy(args.folder, args.copy_to, args.kind)
+        copy(folder, args.copy_to, args.kind)
     if args.kind == "judge":
-        judge_tables(args.folder)
+        judge_tables(folder)
     else:
-        rlhf_tables(args.folder, args.plot)
+        rlhf_tables(folder, args.plot)
 
 
 if __name__ == "__main__":

@@ -196,11 +196,14 @@ def example_threshold(lm: Any, objective: str, train: np.ndarray, config: JudgeR
     """The p(yes) threshold that best separates the labelled offers, each judged leave-one-out
     (the other offers as its examples): the midpoint between neighbouring p(yes) values with the
     most labelled offers on the right side (the middle one of equal bests)."""
-    p = np.full(len(train), np.nan)
-    for i in range(len(train)):
-        others = np.delete(train, i, axis=0)
-        judge = LMJudge(lm, ultimatum_judge(objective, "lm-10", others, config.reasoning_tokens, config.threshold))
-        p[i] = judge.probabilities([U.outcome_text(train[i, 0], train[i, 1])])[0]
+    judges = [LMJudge(lm, ultimatum_judge(objective, "lm-10", np.delete(train, i, axis=0), config.reasoning_tokens,
+                                          config.threshold)) for i in range(len(train))]  # fmt: skip
+    prompts = [j.prompt(U.outcome_text(a, b)) for j, (a, b, _) in zip(judges, train)]
+    try:  # one batched call: each prompt has its own examples
+        scores: list[Any] = lm.score(prompts, list(judges[0].config.answers))
+    except Exception:  # noqa: BLE001 - no threshold can be fitted: keep the configured one
+        scores = [None] * len(prompts)
+    p = np.array([judges[0].p_yes_of(s) for s in scores])
     ok = np.isfinite(p)
     if not ok.any():
         return config.threshold

@@ -141,13 +141,14 @@ class LMJudge:
             except Exception:  # noqa: BLE001 - a judge that cannot answer abstains; the run goes on
                 pass
             for outcome, s in zip(todo, scores):
-                self._memo[outcome] = self._p_yes(s)
+                self._memo[outcome] = self.p_yes_of(s)
             self.stats.seconds += time.perf_counter() - start
         p = np.array([self._memo[o] for o in outcomes], dtype=np.float64)
         self.stats.abstained += int(np.isnan(p).sum())
         return p
 
-    def _p_yes(self, scores: Any) -> float:
+    def p_yes_of(self, scores: Any) -> float:
+        """p(yes) / (p(yes) + p(no)) from one prompt's answer scores; NaN when it cannot be read."""
         if scores is None:
             return math.nan
         lp = np.asarray(scores.logprob, dtype=np.float64)
