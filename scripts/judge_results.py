@@ -83,7 +83,8 @@ def judge_tables(folder: Path) -> None:
     ult = [r for r in labels if r["game"] == "ultimatum"]
     ult_agents = [r for r in agents if r["game"] == "ultimatum"]
     objectives = list(dict.fromkeys(r["objective"] for r in ult))
-    labellers = list(dict.fromkeys(r["labeller"] for r in ult))
+    order = ("lm-10", "lm-10-cal", "lm-1", "lm-0", "lm-blank", "sl-10", "sl-1", "true")  # the recipe's
+    labellers = sorted(dict.fromkeys(r["labeller"] for r in ult), key=lambda x: order.index(x) if x in order else 99)
     if ult:
         print("### Ultimatum: label accuracy (ours; paper in parentheses where it has the cell)\n")
         paper_col = {"lm-10": 0, "lm-1": 1, "sl-10": 2, "sl-1": 3}
