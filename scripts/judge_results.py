@@ -77,6 +77,25 @@ def auroc(scores: list, positive: list[bool]) -> float | None:
     return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
 
 
+def objective_table(records: list[dict], metric: str, objectives: list[str], labellers: list[str],
+                    paper_col: dict[str, int], headers: list[str], extra: tuple[str, dict[str, str]] | None = None) -> None:
+    """One row per objective and a mean row: the metric per labeller over seeds, the paper's cell
+    (ANCHOR column ``paper_col[labeller]``) in parentheses, and an optional extra column."""
+    name, column = extra or ("", {})
+    print("| objective | " + " | ".join(headers) + (f" | {name} |" if extra else " |"))
+    print("|---|" + "---|" * (len(headers) + bool(extra)))
+    for o in objectives:
+        cells = []
+        for lab in labellers:
+            cell = fmt(per_seed(records, metric, objective=o, labeller=lab))
+            if lab in paper_col and o in ANCHOR:
+                cell += f" ({ANCHOR[o][paper_col[lab]]:.2f})"
+            cells.append(cell)
+        print(f"| {o} | " + " | ".join(cells) + (f" | {column.get(o, '')} |" if extra else " |"))
+    print("| mean | " + " | ".join(fmt(per_seed(records, metric, labeller=lab)) for lab in labellers)
+          + (" | |" if extra else " |"))
+
+
 def judge_tables(folder: Path) -> None:
     labels = read_json_lines(folder / "labels.jsonl")
     agents = [dict(r) for r in rows(folder / "agents.csv")]
@@ -87,32 +106,13 @@ def judge_tables(folder: Path) -> None:
     labellers = sorted(dict.fromkeys(r["labeller"] for r in ult), key=lambda x: order.index(x) if x in order else 99)
     if ult:
         print("### Ultimatum: label accuracy (ours; paper in parentheses where it has the cell)\n")
-        paper_col = {"lm-10": 0, "lm-1": 1, "sl-10": 2, "sl-1": 3}
-        print("| objective | " + " | ".join(labellers) + " | majority label |")
-        print("|---|" + "---|" * (len(labellers) + 1))
-        for o in objectives:
-            cells = []
-            for lab in labellers:
-                cell = fmt(per_seed(ult, "label_accuracy", objective=o, labeller=lab))
-                if lab in paper_col and o in ANCHOR:
-                    cell += f" ({ANCHOR[o][paper_col[lab]]:.2f})"
-                cells.append(cell)
-            majority = [max(np.mean(r["truth"]), 1 - np.mean(r["truth"])) for r in ult if r["objective"] == o and r["labeller"] == "true"]
-            print(f"| {o} | " + " | ".join(cells) + f" | {np.mean(majority):.2f} |")
-        print("| mean | " + " | ".join(fmt(per_seed(ult, "label_accuracy", labeller=lab)) for lab in labellers) + " | |")
+        majority = {o: np.mean([max(np.mean(r["truth"]), 1 - np.mean(r["truth"])) for r in ult
+                                if r["objective"] == o and r["labeller"] == "true"]) for o in objectives}  # fmt: skip
+        objective_table(ult, "label_accuracy", objectives, labellers, {"lm-10": 0, "lm-1": 1, "sl-10": 2, "sl-1": 3},
+                        list(labellers), ("majority label", {o: f"{m:.2f}" for o, m in majority.items()}))
         print("\n### Ultimatum: the DQN agent's accuracy against the objective (trained on each labelling)\n")
-        paper_col = {"lm-10": 4, "sl-10": 5}
-        print("| objective | " + " | ".join(f"DQN on {lab}" for lab in labellers) + " |")
-        print("|---|" + "---|" * len(labellers))
-        for o in objectives:
-            cells = []
-            for lab in labellers:
-                cell = fmt(per_seed(ult_agents, "agent_accuracy", objective=o, labeller=lab))
-                if lab in paper_col and o in ANCHOR:
-                    cell += f" ({ANCHOR[o][paper_col[lab]]:.2f})"
-                cells.append(cell)
-            print(f"| {o} | " + " | ".join(cells) + " |")
-        print("| mean | " + " | ".join(fmt(per_seed(ult_agents, "agent_accuracy", labeller=lab)) for lab in labellers) + " |")
+        objective_table(ult_agents, "agent_accuracy", objectives, labellers, {"lm-10": 4, "sl-10": 5},
+                        [f"DQN on {lab}" for lab in labellers])
         lm = [r for r in ult if r.get("p_yes")]
         lm_labs = [lab for lab in labellers if any(r["labeller"] == lab for r in lm)]
         print("\n### Ultimatum: does p(yes) rank the offers right? AUROC of p(yes) for 'reject is desirable' "

@@ -424,39 +424,25 @@ def run(config: JudgeRewardConfig, out: str | os.PathLike[str], *, resume: bool 
 def summarise(records: list[dict[str, Any]], rows: list[dict[str, str]]) -> dict[str, Any]:
     """Per game family and labeller: label and agent accuracy, averaged over objectives (and
     matrix games) within a seed, then a 95% t-interval over seeds; and per objective."""
+    # (family, labeller, objective, metric) -> seed -> values
+    cells: dict[tuple[str, str, str, str], dict[int, list[float]]] = {}
+    for metric, source in (("label", records), ("agent", rows)):
+        for r in source:
+            family = "ultimatum" if r["game"] == "ultimatum" else "matrix"
+            key = (family, r["labeller"], r["objective"], metric)
+            cells.setdefault(key, {}).setdefault(int(r["seed"]), []).append(float(r[f"{metric}_accuracy"]))
+
+    def interval(by_seed: dict[int, list[float]]) -> dict[str, Any]:
+        mean, lo, hi = t_interval([float(np.mean(v)) for _, v in sorted(by_seed.items())])
+        return {"mean": mean, "ci95": [lo, hi], "n": len(by_seed)}
+
     out: dict[str, Any] = {"labellers": {}, "per_objective": {}}
-
-    def family(game: str) -> str:
-        return "ultimatum" if game == "ultimatum" else "matrix"
-
-    cells: dict[tuple[str, str, str, int], dict[str, list[float]]] = {}
-    for r in records:
-        c = cells.setdefault((family(r["game"]), r["labeller"], r["objective"], int(r["seed"])), {"label": [], "agent": []})
-        c["label"].append(float(r["label_accuracy"]))
-    for r in rows:
-        c = cells.setdefault((family(r["game"]), r["labeller"], r["objective"], int(r["seed"])), {"label": [], "agent": []})
-        c["agent"].append(float(r["agent_accuracy"]))
-
-    def interval(values: list[float]) -> dict[str, Any]:
-        mean, lo, hi = t_interval(values)
-        return {"mean": mean, "ci95": [lo, hi], "n": len(values)}
-
-    for fam in sorted({k[0] for k in cells}):
-        out["labellers"][fam], out["per_objective"][fam] = {}, {}
-        for lab in sorted({k[1] for k in cells if k[0] == fam}):
-            seeds = sorted({k[3] for k in cells if k[:2] == (fam, lab)})
-            entry = {}
-            for metric in ("label", "agent"):
-                per_seed = [np.mean([v for k, c in cells.items() if k[:2] == (fam, lab) and k[3] == s for v in c[metric]])
-                            for s in seeds if any(c[metric] for k, c in cells.items() if k[:2] == (fam, lab) and k[3] == s)]  # fmt: skip
-                if per_seed:
-                    entry[f"{metric}_accuracy"] = interval([float(x) for x in per_seed])
-            out["labellers"][fam][lab] = entry
-            for obj in sorted({k[2] for k in cells if k[:2] == (fam, lab)}):
-                entry = {}
-                for metric in ("label", "agent"):
-                    per_seed = [float(np.mean(c[metric])) for k, c in cells.items() if k[:3] == (fam, lab, obj) and c[metric]]
-                    if per_seed:
-                        entry[f"{metric}_accuracy"] = interval(per_seed)
-                out["per_objective"][fam].setdefault(obj, {})[lab] = entry
+    pooled: dict[tuple[str, str, str], dict[int, list[float]]] = {}
+    for (family, lab, obj, metric), by_seed in sorted(cells.items()):
+        out["per_objective"].setdefault(family, {}).setdefault(obj, {}).setdefault(lab, {})[f"{metric}_accuracy"] = \
+            interval(by_seed)
+        for seed, values in by_seed.items():
+            pooled.setdefault((family, lab, metric), {}).setdefault(seed, []).extend(values)
+    for (family, lab, metric), by_seed in sorted(pooled.items()):
+        out["labellers"].setdefault(family, {}).setdefault(lab, {})[f"{metric}_accuracy"] = interval(by_seed)
     return out
