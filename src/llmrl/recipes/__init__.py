@@ -62,6 +62,13 @@ RECIPES: dict[str, Recipe] = {
                "vs a supervised reward model and the true reward (Ultimatum, matrix games)"),
         Recipe("rlhf", "llmrl.recipes.rlhf",
                "RLHF: a Bradley-Terry reward model on preferences, PPO with a KL penalty; proxy and gold reward vs KL"),
+        Recipe("calm", "llmrl.recipes.calm",
+               "CALM: the LM proposes commands in TextWorld games and a DRRN picks; vs valid actions and random",
+               ("textworld",)),
+        Recipe("saycan", "llmrl.recipes.saycan",
+               "SayCan: the LM's likelihood of each skill times its learned affordance picks the next skill (BabyAI)"),
+        Recipe("world-model", "llmrl.recipes.world_model",
+               "LM world model: next-observation accuracy (few-shot, LoRA) and lookahead planning with the LM as simulator"),
     )
 }
 
