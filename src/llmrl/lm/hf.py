@@ -503,7 +503,10 @@ class HFLM(LanguageModel):
             if n > 1 and T > 1:
                 # The n samples of a prompt share its prefix: read it once, then copy its KV cache n
                 # times (generate's own num_return_sequences would re-read the prompt n times).
-                prefix = self._decoder()(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+                # Positions count real tokens, as generate counts them for left-padded rows.
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, :-1]
+                prefix = self._decoder()(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions,
+                                         use_cache=True)  # fmt: skip
                 cache = returned_cache(prefix)
                 cache.batch_repeat_interleave(n)
                 kwargs.update(num_return_sequences=1, **kv_cache_kwargs(self.model, cache))
