@@ -69,6 +69,23 @@ def test_suite_runs_the_chosen_tests_and_names_unknown_ones(tmp_path):
         main(["eval", "--suite", "glam-generalisation", "--tests", "frnch", "--out", str(out)])
 
 
+def test_the_world_model_suite_runs_the_world_model_study(tmp_path, monkeypatch, capsys):
+    from llmrl.recipes import world_model
+    from llmrl.runs import RunResult
+
+    seen = {}
+
+    def fake_run(config, out, *, resume=False, progress=True):  # the study itself is tested in tests/recipes
+        seen.update(model=config.model, out=out, resume=resume)
+        return RunResult("world-model", tmp_path, {"predict/copy/exact": 0.5})
+
+    monkeypatch.setattr(world_model, "run", fake_run)
+    assert main(["eval", "--suite", "world-model", "--model", "smollm2-135m-instruct", "--out", str(tmp_path),
+                 "--resume", "--quiet"]) == 0
+    assert seen == {"model": "smollm2-135m-instruct", "out": str(tmp_path), "resume": True}
+    assert "predict/copy/exact 0.5" in capsys.readouterr().out
+
+
 def test_train_and_plot_refuse_bad_input_with_a_message(tmp_path):
     with pytest.raises(SystemExit, match="less than one update"):
         main(["train", "glam", "--out", str(tmp_path / "r"), "--total-env-steps", "8"])

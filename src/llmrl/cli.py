@@ -5,6 +5,7 @@
     llmrl train glam --preset cpu --seed 0 --out runs/glam/cpu-s0      (add --resume after a kill)
     llmrl train kalm --preset cpu --out runs/kalm [--stage collect|ground|imagine|train|evaluate]
     llmrl eval --suite glam-generalisation --policy runs/glam/cpu-s0 --agents llm --out runs/glam/gen-s0
+    llmrl eval --suite world-model --out runs/world-model
     llmrl plot runs/glam/cpu-s* --references runs/zero-shot --out runs/glam/report
 
 This module imports no recipe, torch or environment until a command needs it: ``llmrl --help``
@@ -26,7 +27,7 @@ from typing import Any
 AGENTS = ("random", "llm", "llm-sampled", "bot", "glam", "glam-greedy", "glam-greedy-lb")
 # glam agents run a trained GLAM policy (--policy) in one of its evaluation modes.
 GLAM_MODES = {"glam": "sampled", "glam-greedy": "greedy", "glam-greedy-lb": "greedy-lb"}
-SUITES = ("glam-generalisation",)
+SUITES = ("glam-generalisation", "world-model")
 
 
 class UsageError(Exception):
@@ -73,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.add_argument("--suite", choices=SUITES, default=None,
                     help="evaluate on a test suite instead of --envs: glam-generalisation = GLAM's held-out "
-                         "pairs, renamed objects, invented words, rephrased goals, new action words, French")
+                         "pairs, renamed objects, invented words, rephrased goals, new action words, French; "
+                         "world-model = the LM (--model) as a BabyAI-Text world model, few-shot and LoRA-trained, "
+                         "and as a lookahead planner's simulator (the world-model recipe's cpu preset)")
     ev.add_argument("--tests", type=_csv, default=None,
                     help="with --suite: run only these of its tests (e.g. original,renamed-objects,french)")
     ev.add_argument("--policy", default=None,
@@ -300,6 +303,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from llmrl.lm import DEFAULT_MODEL
     from llmrl.runs import check_output_folder
 
+    if args.suite == "world-model":  # a study with its own protocol: the world-model recipe
+        from llmrl.recipes import world_model
+
+        config = world_model.config_from("cpu", **({"model": args.model} if args.model else {}))
+        print(world_model.run(config, args.out, resume=args.resume, progress=not args.quiet).summary())
+        return 0
     for a in args.agents:
         if a not in AGENTS:
             raise UsageError(f"unknown agent {a!r}: choose from {', '.join(AGENTS)}")

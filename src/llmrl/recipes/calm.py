@@ -36,6 +36,7 @@ from llmrl.config import require_positive
 from llmrl.envs import textworld as TW
 from llmrl.rl.drrn import DRRN, DRRNConfig, TextEmbeddings
 from llmrl.roles.action_proposer import (
+    ActionProposals,
     AdmissibleProposer,
     LMProposer,
     RandomProposer,
@@ -117,12 +118,6 @@ def config_from(preset: str = "cpu", **overrides: Any) -> CALMConfig:
 # --- the pieces ------------------------------------------------------------------------------------
 
 
-def text_state(obs: dict[str, str], info: dict[str, Any], last_action: str, entities: tuple[str, ...]) -> TextState:
-    return TextState(objective=obs["objective"], description=obs["description"], inventory=obs["inventory"],
-                     feedback=obs["text"] if last_action else "", last_action=last_action,
-                     admissible=tuple(info["admissible"]), entities=entities)  # fmt: skip
-
-
 STATE_PARTS = 4
 
 
@@ -139,7 +134,7 @@ def few_shot_examples(games: list[Path], n: int = 1) -> list[tuple[TextState, st
     obs, info = env.reset(options={"game": 0})
     entities, examples, last = tuple(TW.entity_names(games[0])), [], ""
     for command in info["walkthrough"][:n]:
-        examples.append((text_state(obs, info, last, entities), command))
+        examples.append((TextState.of(obs, info, last, entities), command))
         obs, _, _, _, info = env.step(command)
         last = command
     env.close()
@@ -157,7 +152,7 @@ def walkthrough_pairs(games: list[Path]) -> list[tuple[TextState, str]]:
             if not info["walkthrough"] or info["won"]:
                 break
             command = info["walkthrough"][0]
-            pairs.append((text_state(obs, info, last, entities), command))
+            pairs.append((TextState.of(obs, info, last, entities), command))
             obs, _, done, _, info = env.step(command)
             last = command
             if done:
@@ -172,21 +167,19 @@ def recall(proposer: Any, pairs: list[tuple[TextState, str]]) -> list[bool]:
     return [normalise_command(a) in {normalise_command(p) for p in props} for (_, a), props in zip(pairs, proposals)]
 
 
-def play(env: TW.TextWorldEnv, agent: DRRN, proposer: Any, game: int, entities: list[tuple[str, ...]],
-         greedy: bool, learn: bool, step_budget: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """One episode of ``game``; returns its score, success and length."""
+def play(env: ActionProposals, agent: DRRN, game: int, greedy: bool, learn: bool,
+         step_budget: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """One episode of ``game`` in an env that proposes the candidates; returns its score, success
+    and length."""
     obs, info = env.reset(options={"game": game})
-    last, steps, score = "", 0, 0.0
-    ents = entities[game]
-    candidates = proposer.propose([text_state(obs, info, last, ents)])[0]
+    steps, score = 0, 0.0
     while True:
-        state = agent_view(obs)
+        state, candidates = agent_view(obs), info["candidates"]
         action = candidates[agent.act(state, candidates, greedy=greedy)]
         obs, reward, terminated, truncated, info = env.step(action)
-        steps, score, last = steps + 1, score + float(reward), action
-        candidates = proposer.propose([text_state(obs, info, last, ents)])[0]
+        steps, score = steps + 1, score + float(reward)
         if learn:
-            agent.observe(state, action, reward, agent_view(obs), candidates, terminated)
+            agent.observe(state, action, reward, agent_view(obs), info["candidates"], terminated)
             agent.update()
         if terminated or truncated or (step_budget is not None and steps >= step_budget):
             return {"score": score, "max_score": info["max_score"], "won": info["won"], "steps": steps}
@@ -299,19 +292,17 @@ def _train_and_test(config: CALMConfig, level_name: str, games: dict[str, list[P
 
     agent = DRRN(config.drrn, embeddings, default_embedder().dim, STATE_PARTS, seed=seed)
     level = TW.LEVELS[level_name]
-    train_env = TW.TextWorldEnv(games["train"], max_steps=level.max_steps)
+    train_env = ActionProposals(TW.TextWorldEnv(games["train"], max_steps=level.max_steps), proposer, entities["train"])
     rng = np.random.default_rng(seed)
     train, steps = [], 0
     while steps < config.train_steps:
         game = int(rng.integers(len(games["train"])))
-        ep = play(train_env, agent, proposer, game, entities["train"], greedy=False, learn=True,
-                  step_budget=config.train_steps - steps)  # fmt: skip
+        ep = play(train_env, agent, game, greedy=False, learn=True, step_budget=config.train_steps - steps)
         steps += ep["steps"]
         train.append({**ep, "game": game, "env_steps": steps})
     train_env.close()
-    test_env = TW.TextWorldEnv(games["test"], max_steps=level.max_steps)
-    test = [{**play(test_env, agent, proposer, g, entities["test"], greedy=True, learn=False), "game": g}
-            for g in range(len(games["test"]))]  # fmt: skip
+    test_env = ActionProposals(TW.TextWorldEnv(games["test"], max_steps=level.max_steps), proposer, entities["test"])
+    test = [{**play(test_env, agent, g, greedy=True, learn=False), "game": g} for g in range(len(games["test"]))]
     test_env.close()
     return {"train": train, "test": test}
 

@@ -16,6 +16,10 @@ state is a :class:`TextState`:
 
 :func:`finetune_proposer` trains LoRA adapters on (state, next walkthrough command) pairs of the
 training games: CALM fine-tuned GPT-2 on human transcripts; the games' walkthroughs are ours.
+
+:class:`ActionProposals` is the role as a Gymnasium wrapper: any text-game env whose observation
+and ``info`` carry the fields of :class:`TextState` gets ``info["candidates"]`` on every reset
+and step, so any learner (the CALM recipe's DRRN, or yours) chooses among them.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-__all__ = ["AdmissibleProposer", "LMProposer", "RandomProposer", "TextState", "finetune_proposer", "proposer_prompt"]
+__all__ = ["ActionProposals", "AdmissibleProposer", "LMProposer", "RandomProposer", "TextState", "finetune_proposer",
+           "proposer_prompt"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,14 @@ class TextState:
     admissible: tuple[str, ...] = ()
     entities: tuple[str, ...] = ()
     """the game's object names (the random proposer's vocabulary)"""
+
+    @classmethod
+    def of(cls, obs: dict[str, str], info: dict[str, Any], last_action: str = "",
+           entities: Sequence[str] = ()) -> TextState:  # fmt: skip
+        """From a text-game env's observation and info (llmrl.envs.textworld's fields)."""
+        return cls(objective=obs["objective"], description=obs["description"], inventory=obs["inventory"],
+                   feedback=obs["text"] if last_action else "", last_action=last_action,
+                   admissible=tuple(info.get("admissible", ())), entities=tuple(entities))  # fmt: skip
 
 
 INSTRUCTION = ("You are playing a text adventure game. Read the goal and the scene, then type the next command "
@@ -161,3 +175,29 @@ def finetune_proposer(lm: Any, pairs: Sequence[tuple[TextState, str]], examples:
         raise ValueError("finetune_proposer needs at least one (state, command) pair")
     rows = [(proposer_prompt(s, examples), " " + a + "\n") for s, a in pairs]
     return train_completions(lm, rows, epochs, learning_rate, batch_size, lora_r, seed)
+
+
+class ActionProposals(gym.Wrapper):
+    """Adds ``info["candidates"]``, the proposer's commands for the new state (see the module
+    docstring). ``entities`` is the object vocabulary of the env's games, by ``info["game"]``
+    (the random proposer's; others ignore it)."""
+
+    def __init__(self, env: gym.Env, proposer: Any, entities: Sequence[Sequence[str]] = ()) -> None:
+        super().__init__(env)
+        self.proposer = proposer
+        self.entities = [tuple(e) for e in entities]
+        self._last = ""
+
+    def _with_candidates(self, obs: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
+        state = TextState.of(obs, info, self._last, self.entities[info["game"]] if self.entities else ())
+        return {**info, "candidates": self.proposer.propose([state])[0], "state": state}
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._last = ""
+        return obs, self._with_candidates(obs, info)
+
+    def step(self, action: str):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._last = str(action)
+        return obs, reward, terminated, truncated, self._with_candidates(obs, info)
