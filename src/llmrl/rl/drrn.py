@@ -29,7 +29,9 @@ __all__ = ["DRRN", "DRRNConfig", "TextEmbeddings"]
 
 @dataclass
 class DRRNConfig:
-    """DRRN's learning settings (CALM's: γ = 0.9, batch 64, Adam 1e-4, softmax exploration)."""
+    """DRRN's learning settings. CALM's code: γ = 0.9, batch 64, Adam 1e-4, replay 10,000 (half of
+    each batch from the best-scoring trajectories), softmax exploration, 128-wide layers. Our
+    encoders are frozen and the heads small, so Adam runs at 1e-3 on a uniform replay."""
 
     gamma: float = 0.9
     learning_rate: float = 1e-3
