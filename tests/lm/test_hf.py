@@ -76,6 +76,24 @@ def test_seeded_generation_is_deterministic(gemma_fp32):
     assert c != a
 
 
+def test_n_samples_share_their_prompt_and_equal_generates_own_expansion(gemma_fp32):
+    # HFLM reads each prompt once and copies its KV cache n times; transformers' own
+    # num_return_sequences reads it n times. Left-padded rows must get the same positions.
+    import torch
+
+    lm, prompts = gemma_fp32, ["The capital of France is", "Once upon a time in a small village by the sea, an"]
+    ours = [t for g in lm.generate(prompts, max_new_tokens=6, temperature=1.0, n=3, seed=1) for t in g.texts]
+    rows = [lm._bos + lm.encode(p) for p in prompts]
+    width = max(map(len, rows))
+    ids = torch.tensor([[lm.tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    torch.manual_seed(1)
+    with torch.inference_mode():
+        out = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=True, temperature=1.0,
+                                top_k=0, top_p=1.0, num_return_sequences=3, pad_token_id=lm.tokenizer.pad_token_id)
+    assert ours == lm.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
 def test_greedy_generation_honours_stop_strings(gemma_fp32):
     g = gemma_fp32.generate(["1, 2, 3, 4,"], max_new_tokens=12, stop=[" 7"])[0]
     assert " 7" not in g.texts[0]
