@@ -130,21 +130,13 @@ def agent_view(obs: dict[str, str]) -> tuple[str, ...]:
 def few_shot_examples(games: list[Path], n: int = 1) -> list[tuple[TextState, str]]:
     """The first ``n`` walkthrough steps of the first training game, as worked examples (the
     prompt's length is the proposer's main cost on a CPU)."""
-    env = TW.TextWorldEnv(games[:1], max_steps=100)
-    obs, info = env.reset(options={"game": 0})
-    entities, examples, last = tuple(TW.entity_names(games[0])), [], ""
-    for command in info["walkthrough"][:n]:
-        examples.append((TextState.of(obs, info, last, entities), command))
-        obs, _, _, _, info = env.step(command)
-        last = command
-    env.close()
-    return examples
+    return walkthrough_pairs(games[:1])[:n]
 
 
 def walkthrough_pairs(games: list[Path]) -> list[tuple[TextState, str]]:
     """(state, next walkthrough command) along each game's walkthrough: recall data and lm-ft's data."""
     pairs = []
-    for i, game in enumerate(games):
+    for game in games:
         env = TW.TextWorldEnv([game], max_steps=100)
         obs, info = env.reset(options={"game": 0})
         entities, last = tuple(TW.entity_names(game)), ""

@@ -62,15 +62,16 @@ class WorldModelConfig:
     dtype: str = "fp32"
     env_id: str = "BabyAI-Text-GoToLocalS5N2-v0"
     seeds: int = 3
-    train_episodes: int = 30
-    """random-walk episodes whose transitions train the LoRA model (and give the examples)"""
+    train_episodes: int = 12
+    """random-walk episodes whose transitions train the LoRA model (and give the examples); the LoRA
+    step is the study's main cost on a CPU (the 262k-word output layer at every target token)"""
     walk_steps: int = 12
     """steps per random walk"""
-    test_transitions: int = 32
+    test_transitions: int = 24
     few_shot: int = 3
     predictors: tuple[str, ...] = PREDICTORS
     simulators: tuple[str, ...] = SIMULATORS
-    plan_episodes: int = 5
+    plan_episodes: int = 4
     plan_steps: int = 10
     """decisions per planning episode"""
     epochs: int = 2
