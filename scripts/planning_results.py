@@ -31,8 +31,17 @@ from llmrl.runs import read_json_lines  # noqa: E402
 RECORDS = {"saycan": "episodes.jsonl", "calm": "episodes.jsonl", "world-model": "records.jsonl"}
 
 
-def cell(stats: dict | None, digits: int = 2, clip: bool = True) -> str:
-    return fmt(stats["per_seed"], digits, clip) if stats else "—"
+def cell(stats: dict | None, digits: int = 2, rate: bool = True) -> str:
+    """mean [95% t-interval] over seeds; a rate's interval clipped to [0, 1], a count's at 0."""
+    if not stats:
+        return "—"
+    if rate:
+        return fmt(stats["per_seed"], digits)
+    text = fmt(stats["per_seed"], digits, clip=False)
+    if "[-" in text:
+        head, rest = text.split("[-", 1)
+        text = f"{head}[{0:.{digits}f}, {rest.split(', ', 1)[1]}"
+    return text
 
 
 def saycan_tables(folder: Path) -> None:
@@ -40,13 +49,14 @@ def saycan_tables(folder: Path) -> None:
 
     records = read_json_lines(folder / RECORDS["saycan"])
     s = summarise(records)
-    print("| level | planner | execution success | plan success | skills chosen | failed skills | env steps | LM prompts / episode |")
+    print("| level | planner | execution success | plan success | skills chosen | failed skills | env steps | "
+          "LM prompts scored / episode (memo shared by the planners) |")
     print("|---|---|---|---|---|---|---|---|")
     for level, by in s["levels"].items():
         for mode, m in by.items():
             print(f"| {level.removeprefix('BabyAI-').removesuffix('-v0')} | {mode} | {cell(m['success'])} | "
-                  f"{cell(m['plan_success'])} | {cell(m['skills'], 1, False)} | {cell(m['failed_skills'], 1, False)} | "
-                  f"{cell(m['env_steps'], 0, False)} | {cell(m['lm_calls_per_episode'], 1, False)} |")
+                  f"{cell(m['plan_success'])} | {cell(m['skills'], 1, rate=False)} | {cell(m['failed_skills'], 1, rate=False)} | "
+                  f"{cell(m['env_steps'], 0, rate=False)} | {cell(m['lm_calls_per_episode'], 1, rate=False)} |")
     aff = [r for r in records if r["kind"] == "affordance"]
     print(f"\nAffordance data per seed: {np.mean([r['tries'] for r in aff]):.0f} skill tries, "
           f"{np.mean([r['env_steps'] for r in aff]):.0f} env steps, {np.mean([r['success_rate'] for r in aff]):.2f} "
@@ -76,7 +86,7 @@ def calm_tables(folder: Path) -> None:
             rec = m.get("recall")
             prompts = sum(r["lm_calls"] for r in records if r["level"] == level and r["proposer"] == name)
             print(f"| {level} | {name} | {rec['mean']:.2f} (n={rec['n']}) | {cell(m.get('score'))} | "
-                  f"{cell(m.get('success'))} | {cell(m.get('steps'), 1, False)} | {cell(m.get('train_success'))} | "
+                  f"{cell(m.get('success'))} | {cell(m.get('steps'), 1, rate=False)} | {cell(m.get('train_success'))} | "
                   f"{prompts} |" if rec else f"| {level} | {name} | — | | | | | |")
 
 
@@ -92,8 +102,8 @@ def world_model_tables(folder: Path) -> None:
     print("\n| simulator | success | steps | simulator calls per decision |")
     print("|---|---|---|---|")
     for name, m in s.get("plan", {}).items():
-        print(f"| {name} | {cell(m['success'])} | {cell(m['steps'], 1, False)} | "
-              f"{cell(m['sim_calls_per_decision'], 1, False)} |")
+        print(f"| {name} | {cell(m['success'])} | {cell(m['steps'], 1, rate=False)} | "
+              f"{cell(m['sim_calls_per_decision'], 1, rate=False)} |")
 
 
 def copy(folder: Path, dest: Path, kind: str) -> None:
@@ -102,8 +112,8 @@ def copy(folder: Path, dest: Path, kind: str) -> None:
         if (folder / name).exists():
             shutil.copy(folder / name, dest / name)
     src = folder / RECORDS[kind]
-    with src.open("rb") as f, gzip.open(dest / (src.name + ".gz"), "wb", mtime=0) as g:
-        shutil.copyfileobj(f, g)
+    # mtime=0: the same records give the same bytes, so a re-copy does not show as a change.
+    (dest / (src.name + ".gz")).write_bytes(gzip.compress(src.read_bytes(), mtime=0))
 
 
 def main() -> None:
