@@ -28,6 +28,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -154,6 +155,15 @@ def config_from(presets: Mapping[str, C], preset: str, overrides: Mapping[str, A
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}: choose from {', '.join(presets)}")
     return replace(presets[preset], dict(overrides or {}))
+
+
+# --------------------------------------------------------------------------- where llmrl keeps files
+def cache_dir() -> Path:
+    """llmrl's cache folder: ``$LLMRL_CACHE_DIR``, else ``~/.cache/llmrl`` (not created here).
+    Converted models, the LM result cache and generated TextWorld games live under it."""
+    import os
+
+    return Path(os.environ.get("LLMRL_CACHE_DIR") or "~/.cache/llmrl").expanduser()
 
 
 # --------------------------------------------------------------------------- to and from JSON

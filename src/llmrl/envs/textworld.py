@@ -65,7 +65,7 @@ def _check(level: str, split: str) -> Level:
 def game_paths(level: str, split: str, n: int, seed: int = 0, cache: str | os.PathLike[str] | None = None) -> list[Path]:
     """Where the ``n`` games of (level, split, seed) live in the cache; see :func:`make_games`."""
     spec = _check(level, split)
-    from llmrl.lm.cache import cache_dir
+    from llmrl.config import cache_dir
 
     root = Path(cache) if cache else cache_dir() / "textworld"
     tag = hashlib.sha1(repr((spec, split, seed)).encode()).hexdigest()[:8]

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from llmrl.config import cache_dir
 from llmrl.lm.base import (
     CandidateScores,
     Generation,
@@ -43,9 +44,6 @@ _KEY_VERSION = 1  # bump when the meaning of stored values changes
 _SQL_CHUNK = 500  # keys per SELECT, below sqlite's bound-parameter limit
 
 
-def cache_dir() -> Path:
-    """llmrl's cache folder: ``$LLMRL_CACHE_DIR``, else ``~/.cache/llmrl`` (not created here)."""
-    return Path(os.environ.get("LLMRL_CACHE_DIR") or "~/.cache/llmrl").expanduser()
 
 
 def default_cache_path() -> Path:

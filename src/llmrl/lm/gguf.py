@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock
 
 from llmrl.lm.base import LMError
-from llmrl.lm.cache import cache_dir
+from llmrl.config import cache_dir
 
 _FORMAT_VERSION = 2  # bump when the converted layout changes, so stale copies are rebuilt (2: file fingerprints)
 

