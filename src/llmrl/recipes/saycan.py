@@ -186,7 +186,9 @@ def run(config: SayCanConfig, out: str | os.PathLike[str], *, resume: bool = Fal
         t0 = time.time()
         x, y, steps = collect_affordances(config, seed)
         model = AffordanceModel(x.shape[1])
-        n_fit = int(0.8 * len(y))  # the last fifth checks the model on outcomes it did not see
+        # The last fifth (in collection order: the last level's later episodes) checks the model
+        # on outcomes it did not see.
+        n_fit = int(0.8 * len(y))
         loss = model.fit(x[:n_fit], y[:n_fit], epochs=config.affordance_epochs, seed=seed)
         held = float(np.mean((model.probability(x[n_fit:]) > 0.5) == (y[n_fit:] > 0.5))) if len(y) > n_fit else math.nan
         atomic_torch_save(folder.path / f"affordance-s{seed}.pt", model.state_dict())
