@@ -216,8 +216,8 @@ def test_long_contexts_past_the_sliding_window_score_like_naive(gemma_fp32):
     # short one must still match the naive scorer.
     long = "Observation: You see a wall 2 steps forward, You see a red ball 1 step left. " * 40 + "Action: "
     contexts = [long, "Goal: go to the key\nAction: "]
-    fast = gemma_fp32.score(contexts, ACTIONS[:3])
-    naive = gemma_fp32.score_naive(contexts, ACTIONS[:3])
+    fast = gemma_fp32.score(contexts, ACTIONS[:2])
+    naive = gemma_fp32.score_naive(contexts, ACTIONS[:2])
     assert len(gemma_fp32.encode(long)) > 600
     for f, n in zip(fast, naive):
         np.testing.assert_allclose(f.logprob, n.logprob, atol=1e-3)

@@ -42,9 +42,9 @@ def test_calm_rejects_unknown_proposers():
         calm.CALMConfig(proposers=("oracle",))
 
 
-def test_a_fine_tuned_lm_proposes_and_its_adapters_go_after(game_cache, tmp_path, monkeypatch, gemma_fp32):
+def test_a_fine_tuned_lm_proposes_and_its_adapters_go_after(game_cache, tmp_path, monkeypatch, smollm2_fp32):
     # lm-ft runs the lm arm's proposer after LoRA training, so this covers both (the suite's time).
-    lm = copy.deepcopy(gemma_fp32)
+    lm = copy.deepcopy(smollm2_fp32)
     monkeypatch.setattr(calm, "_lm", lambda config: lm)
     result = calm.run(_config(game_cache, proposers=("lm-ft",), train_steps=4, finetune_epochs=1), tmp_path / "r",
                       progress=False)  # fmt: skip

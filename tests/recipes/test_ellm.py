@@ -33,17 +33,19 @@ def test_crafter_score_is_the_geometric_mean_of_success_rates_in_percent():
 @pytest.mark.slow
 def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, capsys):
     out = tmp_path / "ellm"
+    # Half of TINY's steps (the suite's time): 4 episodes per method, logged every 40 steps.
+    tiny = {**TINY, "total_env_steps": 160, "log_every": 40, "checkpoint_every": 80}
     assert main(["train", "ellm", "--preset", "cpu", "--out", str(out), "--quiet",
                  *flags(methods=("ellm", "none", "oracle", "apt", "novelty", "rnd", "random"), seeds=(1,), lm_cache=tmp_path / "lm.sqlite",
-                        **TINY)]) == 0
+                        **tiny)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["methods"]) == ["ellm", "novelty", "apt", "rnd", "oracle", "none", "random"]
     for method, entry in summary["methods"].items():
         run = out / f"{method}-s1"
         rows = (run / "progress.csv").read_text().splitlines()
-        assert [int(r.split(",")[0]) for r in rows[1:]] == [80, 160, 240, 320]
+        assert [int(r.split(",")[0]) for r in rows[1:]] == [40, 80, 120, 160]
         episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
-        assert len(episodes) == 8 and all(e["length"] == 40 for e in episodes if not e["died"])
+        assert len(episodes) == 4 and all(e["length"] == 40 for e in episodes if not e["died"])
         assert 0 <= entry["crafter_score"]["mean"] <= 100
         assert set(entry["success"]) == set(ct.ACHIEVEMENTS)
         evals = [json.loads(line) for line in (run / "eval_episodes.jsonl").read_text().splitlines()]
@@ -66,7 +68,7 @@ def test_comparison_runs_through_the_cli_and_reports_every_method(tmp_path, caps
     # The folder holds runs: without --resume it is refused; with it, finished runs are kept and
     # only the summary is rewritten.
     before = (out / "none-s1" / "progress.csv").read_text()
-    same = dict(methods=("none",), seeds=(1,), lm_cache=tmp_path / "lm.sqlite", **TINY)
+    same = dict(methods=("none",), seeds=(1,), lm_cache=tmp_path / "lm.sqlite", **tiny)
     with pytest.raises(SystemExit, match="--resume"):
         main(["train", "ellm", "--out", str(out), "--quiet", *flags(**same)])
     assert main(["train", "ellm", "--out", str(out), "--quiet", "--resume", *flags(**same)]) == 0

@@ -21,7 +21,7 @@ from llmrl.rl.ppo import PPOConfig
 TINY = [
     "--env-id", "BabyAI-Text-GoToLocalS5N2-v0", "--n-envs", "2", "--ppo.n-steps", "4",
     "--ppo.minibatch-size", "4", "--micro-batch-size", "4", "--ppo.n-epochs", "1", "--total-env-steps", "32",
-    "--eval-episodes", "0", "--ppo.learning-rate", "1e-3", "--torch-threads", "1",
+    "--eval-episodes", "0", "--ppo.learning-rate", "1e-3", "--torch-threads", "1", "--model", "smollm2-135m-instruct",
 ]
 TIMING = {"wall_s", "steps_per_s", "rollout_s", "update_s"}
 

@@ -24,8 +24,8 @@ def test_the_lm_simulator_needs_the_lora_model():
         wm.WorldModelConfig(predictors=("copy",), simulators=("lm",))
 
 
-def test_the_lora_world_model_predicts_and_plans(tmp_path, monkeypatch, gemma_fp32):
-    lm = copy.deepcopy(gemma_fp32)
+def test_the_lora_world_model_predicts_and_plans(tmp_path, monkeypatch, smollm2_fp32):
+    lm = copy.deepcopy(smollm2_fp32)
     monkeypatch.setattr(wm, "_lm", lambda config: lm)
     config = wm.config_from("smoke", predictors=("lm-lora",), simulators=("lm",), train_episodes=2, walk_steps=3,
                             test_transitions=1, plan_steps=1)  # fmt: skip
