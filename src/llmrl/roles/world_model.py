@@ -123,18 +123,19 @@ class LookaheadPlanner:
         if self.simulator == "none":
             return int(self.rng.integers(len(self.actions)))
         if self.simulator == "true":
-            nexts = []
+            dist = []
             for a in range(len(self.actions)):
                 twin = copy.deepcopy(env)
                 _, _, terminated, _, info = twin.step(a)
-                nexts.append(["You reach it 0 steps forward"] if terminated and info.get("success") else info["descriptions"])
+                dist.append(0.0 if terminated and info.get("success") else distance_to(info["descriptions"], target))
         elif self.simulator == "lm":
             assert self.world_model is not None, "the lm simulator needs a world_model"
             nexts = self.world_model.predict([view] * len(self.actions), list(self.actions))
+            dist = [distance_to(v, target) for v in nexts]
         else:
             raise ValueError(f"simulator must be true, lm or none, got {self.simulator!r}")
         self.sim_calls += len(self.actions)
-        d = np.array([distance_to(v, target) if v != ["You reach it 0 steps forward"] else 0.0 for v in nexts])
+        d = np.asarray(dist)
         best = np.flatnonzero(d == d.min())
         return int(self.rng.choice(best))
 
