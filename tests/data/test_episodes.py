@@ -133,3 +133,46 @@ def test_minari_export_reads_back_with_minari_load_dataset(dataset, tmp_path, mo
     back = EpisodeDataset.from_minari("llmrl/clevr-test-v0")
     assert_same(dataset, back)
     assert back.metadata == dataset.metadata
+
+
+# --------------------------------------------------------------------------- continuous actions
+def control_episode(T: int, seed: int, act_dim: int = 2) -> Episode:
+    rng = np.random.default_rng(seed)
+    return Episode(
+        observations=rng.normal(size=(T + 1, 3)),
+        actions=rng.uniform(-1, 1, size=(T, act_dim)),
+        rewards=rng.normal(size=T),
+        terminations=[False] * T,
+        truncations=[False] * (T - 1) + [True],
+        goal="",
+    )
+
+
+def test_continuous_actions_keep_their_width_through_transitions_files_and_minari(tmp_path, monkeypatch):
+    import minari
+
+    data = EpisodeDataset([control_episode(4, 0), control_episode(3, 1)], metadata={"env_id": "Pendulum-v1"})
+    assert data.act_dim == 2 and data[0].continuous and data[0].actions.dtype == np.float32
+    t = data.transitions()
+    assert t.actions.shape == (7, 2) and t.act_dim == 2 and t.actions.dtype == np.float32
+
+    assert_same(data, EpisodeDataset.load(data.save(tmp_path / "d.npz")))
+
+    data.to_minari("llmrl/pendulum-test-v0", data_path=tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    loaded = minari.load_dataset("llmrl/pendulum-test-v0")
+    assert loaded.action_space.shape == (2,)
+    assert loaded.observation_space.shape == (3,)  # goal-free data stays a flat Box, as D4RL's
+    first = next(iter(loaded.iterate_episodes()))
+    assert np.array_equal(first.observations, data[0].observations)
+    back = EpisodeDataset.from_minari("llmrl/pendulum-test-v0")
+    assert_same(data, back) and back.metadata == data.metadata
+
+
+def test_mixing_discrete_and_continuous_episodes_or_1d_real_actions_is_rejected():
+    mixed = EpisodeDataset([control_episode(2, 0), episode(2, "", seed=1)])
+    with pytest.raises(ValueError, match="mix action shapes"):
+        mixed.transitions()
+    with pytest.raises(ValueError, match=r"shape \(T, 1\)"):
+        Episode(observations=np.zeros((3, 2)), actions=[0.5, -0.2], rewards=[0, 0], terminations=[0, 0],
+                truncations=[0, 1], goal="")

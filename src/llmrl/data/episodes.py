@@ -1,7 +1,8 @@
-"""Goal-conditioned episodes as plain arrays: the data that offline RL and imagination share.
+"""Episodes as plain arrays: the data that offline RL, sequence models and imagination share.
 
-An :class:`Episode` is one rollout for one goal sentence; an :class:`EpisodeDataset` is a list of
-them plus a metadata dict. Episodes keep their final observation (``T + 1`` observations for
+An :class:`Episode` is one rollout, for one goal sentence (KALM, BabyAI) or for none (``goal=""``,
+D4RL-style control data); an :class:`EpisodeDataset` is a list of them plus a metadata dict.
+Actions are discrete, ``(T,)`` int64, or continuous, ``(T, act_dim)`` float32. Episodes keep their final observation (``T + 1`` observations for
 ``T`` actions), so a truncated episode still has the next state of its last step.
 
 :meth:`EpisodeDataset.transitions` flattens the episodes into d3rlpy-like arrays
@@ -39,7 +40,7 @@ class Episode:
     """One rollout for one goal. Arrays are converted to the dtypes below on construction."""
 
     observations: np.ndarray  # (T+1, obs_dim) float32, the final observation included
-    actions: np.ndarray  # (T,) int64, discrete actions
+    actions: np.ndarray  # (T,) int64 discrete actions, or (T, act_dim) float32 continuous ones
     rewards: np.ndarray  # (T,) float32
     terminations: np.ndarray  # (T,) bool: the episode ended in a terminal state at this step
     truncations: np.ndarray  # (T,) bool: the episode was cut at this step (time limit, ...)
@@ -48,7 +49,7 @@ class Episode:
 
     def __post_init__(self) -> None:
         self.observations = np.asarray(self.observations, dtype=np.float32)
-        self.actions = np.asarray(self.actions, dtype=np.int64)
+        self.actions = _as_actions(self.actions)
         self.rewards = np.asarray(self.rewards, dtype=np.float32)
         self.terminations = np.asarray(self.terminations, dtype=bool)
         self.truncations = np.asarray(self.truncations, dtype=bool)
@@ -60,7 +61,7 @@ class Episode:
         if T < 0:
             raise ValueError("Episode.observations must hold at least the initial observation")
         for name in ("actions", "rewards", "terminations", "truncations"):
-            shape = getattr(self, name).shape
+            shape = getattr(self, name).shape[:1]
             if shape != (T,):
                 raise ValueError(
                     f"Episode.{name} must have shape (T,) = ({T},) for {T + 1} observations "
@@ -78,6 +79,11 @@ class Episode:
         return self.observations.shape[1]
 
     @property
+    def continuous(self) -> bool:
+        """True when the actions are real vectors ``(T, act_dim)`` rather than integers."""
+        return self.actions.ndim == 2
+
+    @property
     def episode_return(self) -> float:
         """Undiscounted sum of rewards."""
         return float(self.rewards.sum())
@@ -89,7 +95,7 @@ class Transitions:
     """Flat (s, a, r, s') arrays for offline RL, d3rlpy style. ``goal_ids`` index ``goals``."""
 
     observations: np.ndarray  # (N, d) float32
-    actions: np.ndarray  # (N,) int64
+    actions: np.ndarray  # (N,) int64, or (N, act_dim) float32 for continuous actions
     rewards: np.ndarray  # (N,) float32
     next_observations: np.ndarray  # (N, d) float32
     terminals: np.ndarray  # (N,) bool: true termination; no bootstrapping from s'
@@ -119,6 +125,11 @@ class Transitions:
     @property
     def obs_dim(self) -> int:
         return self.observations.shape[1]
+
+    @property
+    def act_dim(self) -> int | None:
+        """Width of a continuous action; None for discrete actions."""
+        return self.actions.shape[1] if self.actions.ndim == 2 else None
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -160,6 +171,24 @@ class EpisodeDataset:
     @property
     def obs_dim(self) -> int | None:
         return self.episodes[0].obs_dim if self.episodes else None
+
+    @property
+    def act_dim(self) -> int | None:
+        """Width of the continuous actions; None for discrete actions or an empty dataset."""
+        return self.episodes[0].actions.shape[1] if self.episodes and self.episodes[0].continuous else None
+
+    def _actions(self) -> np.ndarray:
+        """All actions in one array; every episode must have the same kind and width of action."""
+        kinds = {ep.actions.shape[1:] for ep in self.episodes}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"episodes mix action shapes {sorted(kinds)}: a dataset holds either discrete actions (T,) or "
+                "continuous ones (T, act_dim) of one width"
+            )
+        if not self.episodes:
+            return np.zeros((0,), np.int64)
+        dtype = np.float32 if self.episodes[0].continuous else np.int64
+        return _cat([ep.actions for ep in self.episodes], dtype, self.episodes[0].actions.shape[1:])
 
     def goals(self) -> list[str]:
         """The distinct goal texts, in order of first appearance."""
@@ -215,7 +244,7 @@ class EpisodeDataset:
         eps = self.episodes
         return Transitions(
             observations=_cat([ep.observations[:-1] for ep in eps], np.float32, (d,)),
-            actions=_cat([ep.actions for ep in eps], np.int64),
+            actions=self._actions(),
             rewards=_cat([ep.rewards for ep in eps], np.float32),
             next_observations=_cat([ep.observations[1:] for ep in eps], np.float32, (d,)),
             terminals=_cat([ep.terminations for ep in eps], bool),
@@ -243,7 +272,7 @@ class EpisodeDataset:
         arrays = {
             "format": np.array(FILE_FORMAT),
             "observations": _cat([ep.observations for ep in self.episodes], np.float32, (d,)),
-            "actions": _cat([ep.actions for ep in self.episodes], np.int64),
+            "actions": self._actions(),
             "rewards": _cat([ep.rewards for ep in self.episodes], np.float32),
             "terminations": _cat([ep.terminations for ep in self.episodes], bool),
             "truncations": _cat([ep.truncations for ep in self.episodes], bool),
@@ -311,21 +340,25 @@ class EpisodeDataset:
         dataset_id: str,
         data_path: str | os.PathLike[str] | None = None,
         n_actions: int | None = None,
+        action_space: Any = None,
         **metadata: Any,
     ) -> minari.MinariDataset:
         """Export as a Minari dataset (HDF5), readable with ``minari.load_dataset(dataset_id)``.
 
-        Layout: the observation space is ``Dict(observation=Box(obs_dim), goal=Text)``, so every
-        step's observation carries the goal text, as in Minari's goal-conditioned datasets (which
-        use ``Dict(observation, desired_goal)``). Each episode's ``infos`` dict is kept as a JSON
-        string in the episode metadata (``infos_json``), and this dataset's ``metadata`` as JSON
-        in the dataset metadata (``llmrl_metadata``).
+        Layout: when the episodes carry goals, the observation space is
+        ``Dict(observation=Box(obs_dim), goal=Text)``, so every step's observation carries the goal
+        text, as in Minari's goal-conditioned datasets (which use ``Dict(observation,
+        desired_goal)``); goal-free data (every goal ``""``, D4RL style) keeps a plain ``Box``.
+        Each episode's ``infos`` dict is kept as a JSON string in the episode metadata
+        (``infos_json``), and this dataset's ``metadata`` as JSON in the dataset metadata
+        (``llmrl_metadata``).
 
         ``dataset_id`` follows Minari's ``(namespace/)(env_name/)name-v<version>``; ``data_path``
         is the datasets root (``MINARI_DATASETS_PATH``; default ``~/.minari/datasets``).
-        ``n_actions`` sizes the ``Discrete`` action space (default: the largest action + 1).
-        ``metadata`` goes to ``minari.create_dataset_from_buffers`` (``algorithm_name``,
-        ``author``, ``description``, ...).
+        The action space is ``action_space`` when given; otherwise ``Discrete(n_actions)`` (default:
+        the largest action + 1) for discrete actions, and an unbounded ``Box(act_dim)`` for
+        continuous ones. ``metadata`` goes to ``minari.create_dataset_from_buffers``
+        (``algorithm_name``, ``author``, ``description``, ``env_spec``, ...).
         """
         import gymnasium as gym
         import minari
@@ -333,28 +366,35 @@ class EpisodeDataset:
 
         if not self.episodes:
             raise ValueError("cannot export an empty EpisodeDataset to Minari")
-        if n_actions is None:
-            n_actions = int(max((ep.actions.max() for ep in self.episodes if len(ep)), default=0)) + 1
-        chars = frozenset("".join(ep.goal for ep in self.episodes)) or frozenset("a")
-        observation_space = gym.spaces.Dict(
-            {
-                "observation": gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32),
-                "goal": gym.spaces.Text(max(len(ep.goal) for ep in self.episodes) or 1, min_length=0, charset=chars),
-            }
-        )
-        buffers = [
-            EpisodeBuffer(
-                id=i,
-                observations={"observation": ep.observations, "goal": [ep.goal] * (len(ep) + 1)},
-                actions=ep.actions,
-                rewards=ep.rewards,
-                terminations=ep.terminations,
-                truncations=ep.truncations,
+        actions = self._actions()  # checks that all episodes agree on the kind of action
+        if action_space is None and self.act_dim is not None:
+            action_space = gym.spaces.Box(-np.inf, np.inf, (self.act_dim,), np.float32)
+        elif action_space is None:
+            n = int(actions.max()) + 1 if n_actions is None and len(actions) else n_actions or 1
+            action_space = gym.spaces.Discrete(n)
+        with_goals = any(ep.goal for ep in self.episodes)
+        box = gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
+        if with_goals:
+            chars = frozenset("".join(ep.goal for ep in self.episodes))
+            observation_space = gym.spaces.Dict(
+                {"observation": box, "goal": gym.spaces.Text(max(len(ep.goal) for ep in self.episodes), min_length=0,
+                                                           charset=chars)}
             )
+        else:
+            observation_space = box
+
+        def observations(ep: Episode) -> Any:
+            if with_goals:
+                return {"observation": ep.observations, "goal": [ep.goal] * (len(ep) + 1)}
+            return ep.observations
+
+        buffers = [
+            EpisodeBuffer(id=i, observations=observations(ep), actions=ep.actions, rewards=ep.rewards,
+                          terminations=ep.terminations, truncations=ep.truncations)
             for i, ep in enumerate(self.episodes)
         ]
         metadata.setdefault("author", "llmrl")
-        metadata.setdefault("description", f"{len(self)} goal-conditioned episodes exported by llmrl")
+        metadata.setdefault("description", f"{len(self)} episodes exported by llmrl")
         with _minari_root(data_path), warnings.catch_warnings():
             # Minari nags about fields that have no meaning here (env spec, code permalink, ...).
             warnings.filterwarnings("ignore", category=UserWarning, module=r"minari\.")
@@ -362,7 +402,7 @@ class EpisodeDataset:
                 dataset_id,
                 buffers,
                 observation_space=observation_space,
-                action_space=gym.spaces.Discrete(n_actions),
+                action_space=action_space,
                 jpeg_encoding=False,
                 **metadata,
             )
@@ -377,26 +417,29 @@ class EpisodeDataset:
     def from_minari(
         cls, dataset: str | minari.MinariDataset, data_path: str | os.PathLike[str] | None = None
     ) -> EpisodeDataset:
-        """Read a dataset written by :meth:`to_minari` (an id, or an already loaded dataset)."""
+        """Read a Minari dataset of flat (``Box``) observations, or one written by :meth:`to_minari`
+        (an id, or an already loaded dataset)."""
         import gymnasium as gym
         import minari
 
         with _minari_root(data_path):
             ds = minari.load_dataset(dataset) if isinstance(dataset, str) else dataset
-            if not isinstance(ds.observation_space, gym.spaces.Dict) or "goal" not in ds.observation_space.spaces:
+            space = ds.observation_space
+            with_goals = isinstance(space, gym.spaces.Dict) and "goal" in space.spaces
+            if not with_goals and not isinstance(space, gym.spaces.Box):
                 raise ValueError(
-                    f"Minari dataset {ds.id} has no 'goal' in its observations; only datasets written by "
-                    "EpisodeDataset.to_minari can be read back"
+                    f"Minari dataset {ds.id} has {type(space).__name__} observations; only flat Box observations "
+                    "or datasets written by EpisodeDataset.to_minari can be read"
                 )
             metas = list(ds.storage.get_episode_metadata(ds.episode_indices))
             episodes = [
                 Episode(
-                    observations=ep.observations["observation"],
+                    observations=ep.observations["observation"] if with_goals else ep.observations,
                     actions=ep.actions,
                     rewards=ep.rewards,
                     terminations=ep.terminations,
                     truncations=ep.truncations,
-                    goal=str(meta.get("goal", ep.observations["goal"][0])),
+                    goal=str(meta.get("goal", ep.observations["goal"][0] if with_goals else "")),
                     infos=json.loads(meta.get("infos_json", "{}")),
                 )
                 for ep, meta in zip(ds.iterate_episodes(), metas)
@@ -406,6 +449,23 @@ class EpisodeDataset:
 
 
 # --------------------------------------------------------------------------- helpers
+def _as_actions(actions: Any) -> np.ndarray:
+    """Integer or 1-d actions stay discrete (int64); real (T, act_dim) actions become float32."""
+    a = np.asarray(actions)
+    if a.ndim == 2:
+        return a.astype(np.float32, copy=False)
+    if a.ndim == 1 and a.dtype.kind in "iub":
+        return a.astype(np.int64, copy=False)
+    if a.ndim == 1 and a.size == 0:
+        return a.astype(np.int64)
+    if a.ndim == 1 and np.all(np.mod(a, 1) == 0):
+        return a.astype(np.int64)
+    raise ValueError(
+        f"Episode.actions must be discrete (T,) integers or continuous (T, act_dim) reals, got shape {a.shape} "
+        f"dtype {a.dtype}; give a 1-d continuous action as shape (T, 1)"
+    )
+
+
 def _cat(parts: list[np.ndarray], dtype: Any, shape: tuple[int, ...] = ()) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros((0, *shape), dtype=dtype)
 
