@@ -88,6 +88,7 @@ def test_layers_import_only_downward():
         "llmrl.lm": ("llmrl.roles", "llmrl.recipes", "llmrl.rl", "llmrl.envs", "llmrl.agents"),
         "llmrl.envs": ("llmrl.roles", "llmrl.recipes", "llmrl.rl", "llmrl.lm", "llmrl.agents"),
         "llmrl.rl": ("llmrl.roles", "llmrl.recipes"),
+        "llmrl.data": ("llmrl.roles", "llmrl.recipes", "llmrl.rl", "llmrl.lm", "llmrl.agents"),
         "llmrl.roles": ("llmrl.recipes",),
         "llmrl.agents": ("llmrl.recipes",),
         "llmrl.scale": ("llmrl.roles", "llmrl.recipes", "llmrl.rl", "llmrl.agents"),

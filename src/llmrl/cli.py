@@ -7,6 +7,7 @@
     llmrl eval --suite glam-generalisation --policy runs/glam/cpu-s0 --agents llm --out runs/glam/gen-s0
     llmrl eval --suite world-model --out runs/world-model
     llmrl plot runs/glam/cpu-s* --references runs/zero-shot --out runs/glam/report
+    llmrl data make pendulum-medium-replay --seed 0 [--minari]      (D4RL-style data, made here)
 
 This module imports no recipe, torch or environment until a command needs it: ``llmrl --help``
 is instant, and one recipe's dependencies never stop another from running.
@@ -108,7 +109,45 @@ def build_parser() -> argparse.ArgumentParser:
                     help="load LoRA adapters at run time (vLLM's /v1/load_lora_adapter), e.g. a learner's")
     sv.add_argument("--allow-remote", action="store_true",
                     help="bind a non-loopback address: the server has no authentication, so only on a trusted network")
+
+    da = sub.add_parser("data", help="make D4RL-style offline datasets from a seed (cached; exported to Minari)")
+    dsub = da.add_subparsers(dest="data_command", required=True)
+    mk = dsub.add_parser("make", help="make (or find in the cache) datasets <task>-<quality>, e.g. pendulum-medium")
+    mk.add_argument("names", nargs="+", help="datasets: <task>-<quality>; `llmrl data list` names them")
+    mk.add_argument("--seed", type=int, default=0, help="behaviour-agent and data seed")
+    mk.add_argument("--sac-steps", type=int, default=None, help="online SAC steps of the behaviour agent (task default)")
+    mk.add_argument("--dataset-steps", type=int, default=None, help="steps per dataset (task default)")
+    mk.add_argument("--root", default=None, help="dataset folder (default: $LLMRL_CACHE_DIR/datasets)")
+    mk.add_argument("--minari", action="store_true",
+                    help="also export each to Minari (llmrl/<task>/<quality>-v0 under $MINARI_DATASETS_PATH)")
+    dsub.add_parser("list", help="the tasks and qualities `llmrl data make` knows, with their budgets")
     return parser
+
+
+# ------------------------------------------------------------------------------------- data
+def cmd_data(args: argparse.Namespace) -> int:
+    import json
+
+    from llmrl.data import d4rl
+
+    if args.data_command == "list":
+        for task, spec in d4rl.TASKS.items():
+            print(f"{task:12s} {spec.env_id:16s} SAC {spec.sac_steps} steps, {spec.dataset_steps} steps per set: "
+                  + ", ".join(f"{task}-{q}" for q in d4rl.QUALITIES))
+        return 0
+    for name in args.names:
+        d4rl.parse_name(name)  # every name checked before any work
+    for name in args.names:
+        data = d4rl.load(name, args.seed, sac_steps=args.sac_steps, dataset_steps=args.dataset_steps, root=args.root,
+                         progress=lambda m: print(m, file=sys.stderr))
+        print(json.dumps({**d4rl.summary(data),
+                          "path": str(d4rl.path(name, args.seed, args.sac_steps, args.dataset_steps, args.root))}))
+        if args.minari:
+            task, quality = d4rl.parse_name(name)
+            dataset_id = f"llmrl/{task}/{quality}-s{args.seed}-{d4rl.VERSION}"
+            data.to_minari(dataset_id, algorithm_name="SB3 SAC (D4RL-style)", description=data.metadata["command"])
+            print(f"exported to Minari as {dataset_id}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------- train
@@ -412,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(argv[1:])
         args = build_parser().parse_args(argv)
         args.argv = argv
-        return {"eval": cmd_eval, "plot": cmd_plot, "serve": cmd_serve}[args.command](args)
+        return {"eval": cmd_eval, "plot": cmd_plot, "serve": cmd_serve, "data": cmd_data}[args.command](args)
     except Exception as e:
         if debug or not _expected(e):
             raise
