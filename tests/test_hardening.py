@@ -27,7 +27,7 @@ from llmrl.lm.openai import OpenAILM
 from llmrl.lm.serve import LMServer, ServeLimits, serve_in_thread
 from llmrl.recipes import glam
 
-from fakes import CountingLM, MisbehavingServer, WordLM
+from fakes import CountingLM, MisbehavingServer, WordLM, tiny_model_folder
 
 ENV = "BabyAI-Text-GoToLocalS5N2-v0"
 
@@ -238,23 +238,6 @@ def test_damaged_cache_entries_are_recomputed_with_a_warning(tmp_path):
     again = CachedLM(CountingLM(), path)
     again.score(["a", "b"], ["x", "y"])
     assert again.stats.cache_hits == 2  # ... and written back
-
-
-def tiny_model_folder(path: Path) -> Path:
-    """A two-layer random Llama with a word-level tokenizer: a real transformers folder, made here."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", "go", "left", "right", "Goal:"])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
 
 
 def test_a_model_with_damaged_weights_is_refused_at_load(tmp_path):
