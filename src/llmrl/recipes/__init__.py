@@ -69,6 +69,14 @@ RECIPES: dict[str, Recipe] = {
                "SayCan: the LM's likelihood of each skill times its learned affordance picks the next skill (BabyAI)"),
         Recipe("world-model", "llmrl.recipes.world_model",
                "LM world model: next-observation accuracy (few-shot, LoRA) and lookahead planning with the LM as simulator"),
+        Recipe("offline", "llmrl.recipes.offline",
+               "Offline RL on D4RL-style data made here: BC, TD3+BC, IQL, CQL and the Decision Transformer "
+               "(return-conditioning curve)", ("mujoco",)),
+        Recipe("odt", "llmrl.recipes.odt",
+               "Online Decision Transformer: offline pre-training, then online fine-tuning; vs the DT it starts from"),
+        Recipe("lamo", "llmrl.recipes.lamo",
+               "LaMo: a DT whose transformer is the pre-trained LM (LoRA, MLP embeddings, language loss) vs random "
+               "init and a small DT, at 1/10/100% of a dataset"),
     )
 }
 
