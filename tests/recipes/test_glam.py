@@ -68,15 +68,10 @@ def _rows(run: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp_path):
+    # The two runs side by side (one torch thread each); the second is killed as soon as its first
+    # checkpoint lands, i.e. during update 2.
     full, killed = tmp_path / "full", tmp_path / "killed"
     p_full = _train(full)
-    out, _ = p_full.communicate(timeout=600)
-    assert p_full.returncode == 0, out
-    reference = _rows(full)
-    assert [int(r["updates"]) for r in reference] == [1, 2, 3, 4]
-    assert list(csv.DictReader(open(full / "progress.csv")).fieldnames) == list(PROGRESS_COLUMNS)
-
-    # Kill the second run as soon as its first checkpoint lands, i.e. during update 2.
     p = _train(killed)
     ckpt = killed / "checkpoints" / "latest.pt"
     deadline = time.time() + 300
@@ -88,6 +83,11 @@ def test_a_run_killed_with_sigkill_resumes_and_matches_the_uninterrupted_run(tmp
     p.wait()
     assert p.returncode == -signal.SIGKILL
     assert len(_rows(killed)) < 4  # it really stopped early
+    out, _ = p_full.communicate(timeout=600)
+    assert p_full.returncode == 0, out
+    reference = _rows(full)
+    assert [int(r["updates"]) for r in reference] == [1, 2, 3, 4]
+    assert list(csv.DictReader(open(full / "progress.csv")).fieldnames) == list(PROGRESS_COLUMNS)
 
     # Without --resume the folder is refused rather than overwritten.
     p = _train(killed)
