@@ -9,7 +9,8 @@ import pytest
 
 from llmrl.data import d4rl
 
-TINY = {"sac_steps": 400, "dataset_steps": 250}  # SAC learns nothing at this size; the mechanics are the same
+# SAC learns nothing at this size; the mechanics are the same. Training it takes seconds: slow.
+TINY = {"sac_steps": 400, "dataset_steps": 250}
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +18,7 @@ def behaviour():
     return d4rl.train_behaviour("pendulum", 0, d4rl._spec("pendulum", **TINY))
 
 
+@pytest.mark.slow
 def test_a_dataset_is_rebuilt_bit_for_bit_from_its_seed_and_differs_across_seeds(behaviour):
     again = d4rl.make("pendulum-medium", 0, **TINY)  # a fresh behaviour agent, trained again
     kept = d4rl.make("pendulum-medium", 0, **TINY, behaviour=behaviour)
@@ -26,6 +28,7 @@ def test_a_dataset_is_rebuilt_bit_for_bit_from_its_seed_and_differs_across_seeds
     assert seeds[0] != seeds[1]
 
 
+@pytest.mark.slow
 def test_each_quality_comes_from_the_part_of_training_d4rl_names(behaviour):
     sets = {q: d4rl.make(f"pendulum-{q}", 0, **TINY, behaviour=behaviour) for q in d4rl.QUALITIES}
     for q, data in sets.items():
@@ -42,6 +45,7 @@ def test_each_quality_comes_from_the_part_of_training_d4rl_names(behaviour):
     assert np.array_equal(first.observations[:-1], behaviour.replay[0].observations[:-1])
 
 
+@pytest.mark.slow
 def test_load_caches_every_quality_and_the_cli_reports_and_exports(tmp_path, monkeypatch, capsys):
     from llmrl.cli import main
 

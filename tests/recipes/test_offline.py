@@ -22,6 +22,7 @@ def cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_offline_trains_every_algorithm_and_the_dt_at_each_stated_target(tmp_path, capsys):
     out = tmp_path / "offline"
     assert main(["train", "offline", "--preset", "smoke", "--out", str(out)]) == 0
@@ -35,6 +36,7 @@ def test_offline_trains_every_algorithm_and_the_dt_at_each_stated_target(tmp_pat
     assert len(read_json_lines(out / "records.jsonl")) == len(records)
 
 
+@pytest.mark.slow
 def test_odt_records_the_dt_and_the_odt_before_and_after_fine_tuning(tmp_path):
     out = tmp_path / "odt"
     assert main(["train", "odt", "--preset", "smoke", "--out", str(out)]) == 0
@@ -47,6 +49,7 @@ def test_odt_records_the_dt_and_the_odt_before_and_after_fine_tuning(tmp_path):
     assert [r["iteration"] for r in rows] == [""] * 4 + ["1", "2"] and rows[-1]["online_return"]
 
 
+@pytest.mark.slow
 def test_lamo_runs_on_any_local_causal_lm_and_records_each_variant(tmp_path):
     model = tiny_model_folder(tmp_path / "tiny")
     out = tmp_path / "lamo"
