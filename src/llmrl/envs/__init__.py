@@ -13,7 +13,8 @@ Importing this package registers their ids with gymnasium::
 CLEVR-Robot (``CLEVR-Robot-v0``, needs mujoco) and Crafter-Text (``CrafterText-v0`` with Crafter's
 17 actions, ``CrafterText-VerbNoun-v0`` with ELLM's 139; needs crafter) are registered by name
 only: their modules, and those packages, load when an environment is made, so a missing one
-never stops the others.
+never stops the others. ``llmrl/ContinuousCartPoleSwingUp-v0`` is the PETS cart-pole swing-up
+(continuous force, 200-step trials) that ``llmrl.rl.mbrl`` plans in.
 """
 
 from typing import Any
@@ -26,6 +27,7 @@ from llmrl.envs.describe import describe, describe_env
 
 __all__ = [
     "ACTIONS",
+    "CARTPOLE_SWINGUP_ID",
     "HELD_OUT_PAIRS",
     "LAZY_ENV_IDS",
     "MIXED_TASKS",
@@ -47,10 +49,16 @@ LAZY_ENV_IDS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 """Environment ids registered by entry-point name, with their default keyword arguments."""
 
+CARTPOLE_SWINGUP_ID = "llmrl/ContinuousCartPoleSwingUp-v0"
+"""The PETS swing-up on mbrl-lib's continuous cart-pole (:mod:`llmrl.envs.cartpole_swingup`), 200-step trials."""
+
 register_envs()
 for _id, (_entry, _kwargs) in LAZY_ENV_IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point=_entry, kwargs=_kwargs)
+if CARTPOLE_SWINGUP_ID not in gym.registry:
+    gym.register(CARTPOLE_SWINGUP_ID, entry_point="llmrl.envs.cartpole_swingup:ContinuousCartPoleSwingUp",
+                 max_episode_steps=200)
 
 
 def __getattr__(name: str) -> Any:
