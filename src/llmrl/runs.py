@@ -220,9 +220,18 @@ class RunFolder:
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoints" / "latest.pt"
 
-    def load_checkpoint(self, progress_file: str = "progress.csv") -> dict[str, Any] | None:
+    def load_checkpoint(self, progress_file: str = "progress.csv", fingerprint: str | None = None
+                        ) -> dict[str, Any] | None:
         """The latest checkpoint of a resumed run, or None for a new run (or one killed before its
-        first checkpoint and with no progress rows). Checkpoints are this user's own files."""
+        first checkpoint and with no progress rows). Checkpoints are this user's own files. With
+        ``fingerprint`` (of the training data), a checkpoint saved with another one is refused."""
+        ckpt = self._read_checkpoint(progress_file)
+        if ckpt is not None and fingerprint is not None and ckpt.get("fingerprint") != fingerprint:
+            raise ValueError(f"{self.path} was trained on other data (dataset fingerprint differs); "
+                             "resume with the same data, or start a new --out")
+        return ckpt
+
+    def _read_checkpoint(self, progress_file: str) -> dict[str, Any] | None:
         import torch
 
         if not self.resumed:

@@ -756,11 +756,8 @@ def _open_run(recipe: str, config: DTConfig, episodes: list[Episode], learner: _
     folder = RunFolder(out_dir, recipe, config, resume=resume, may_change=_RESUMABLE[recipe],
                        identity={"label": recipe, "seed": config.seed})
     learner.fingerprint = _fingerprint(episodes)
-    ckpt = folder.load_checkpoint()
+    ckpt = folder.load_checkpoint(fingerprint=learner.fingerprint)
     if ckpt is not None:
-        if ckpt["fingerprint"] != learner.fingerprint:
-            raise ValueError(f"{folder.path} was trained on other data (dataset fingerprint differs); "
-                             "resume with the same episodes")
         learner.load_state_dict(ckpt)
         if online is not None:
             online.update({k: ckpt[k] for k in ("iteration", "env_steps", "buffer")})

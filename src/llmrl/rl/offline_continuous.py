@@ -632,11 +632,8 @@ def train_offline_continuous(
     if out_dir is not None:
         folder = RunFolder(out_dir, "offline_continuous", config, resume=resume, may_change=_RESUMABLE,
                            identity={"label": f"offline-{config.algo}", "seed": config.seed})
-        ckpt = folder.load_checkpoint()
+        ckpt = folder.load_checkpoint(fingerprint=sampler.fingerprint)
         if ckpt is not None:
-            if ckpt["fingerprint"] != sampler.fingerprint:
-                raise ValueError(f"{folder.path} was trained on other data (dataset fingerprint differs); "
-                                 "resume with the same data")
             learner.load_state_dict(ckpt)
         log = folder.progress((PROGRESS_KEY, "wall_s", "steps_per_s", *LOG_KEYS[config.algo], "eval_return"),
                               key=PROGRESS_KEY, resume_at=learner.step, tensorboard=False)
