@@ -20,6 +20,8 @@ import pytest
 
 pytest.importorskip("ray")
 
+from fakes import tiny_model_folder  # noqa: E402
+
 from llmrl.envs.vector import EnvGroup  # noqa: E402
 from llmrl.scale import RayConfig, shards  # noqa: E402
 from llmrl.scale.env_runners import merge_infos  # noqa: E402
@@ -143,18 +145,20 @@ def test_ray_lm_replicas_answer_as_one_process(ray_local, smollm2_fp32):
 
 
 # ------------------------------------------------------------------ GLAM with --ray, on the CLI
+# A two-layer random LM: this test is about Ray's plumbing (the same rows, the lag, an exact resume),
+# which the LM's knowledge does not touch; GLAM with the real model is tests/recipes/test_glam.py's.
 TINY = [
-    "--env-id", "BabyAI-Text-GoToLocalS5N2-v0", "--model", "smollm2-135m-instruct", "--n-envs", "4",
+    "--env-id", "BabyAI-Text-GoToLocalS5N2-v0", "--n-envs", "4",
     "--ppo.n-steps", "8", "--ppo.minibatch-size", "16", "--micro-batch-size", "16", "--ppo.n-epochs", "1",
     "--total-env-steps", "128", "--eval-episodes", "0", "--ppo.learning-rate", "1e-3", "--torch-threads", "1",
 ]
 TIMING = {"wall_s", "steps_per_s", "rollout_s", "update_s"}
 
 
-def _train(out: Path, *extra: str) -> subprocess.Popen:
+def _train(out: Path, model: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "llmrl.cli", "train", "glam", "--out", str(out), "--quiet", *TINY,
-                             *extra], env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             "--model", str(model), *extra], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(p: subprocess.Popen) -> None:
@@ -172,9 +176,10 @@ def test_glam_on_ray_writes_the_plain_runs_rows_and_async_rollouts_resume_exactl
     # Four runs side by side (one torch thread each): plain, sync on 3 env runners, async, and an
     # async run killed at its first checkpoint.
     full, killed = tmp_path / "async", tmp_path / "killed"
-    runs = [_train(tmp_path / "plain"), _train(tmp_path / "ray", "--ray", "--ray.env-runners", "3"),
-            _train(full, "--ray", "--ray.mode", "async")]
-    p = _train(killed, "--ray", "--ray.mode", "async")
+    lm = tiny_model_folder(tmp_path / "tiny-lm")
+    runs = [_train(tmp_path / "plain", lm), _train(tmp_path / "ray", lm, "--ray", "--ray.env-runners", "3"),
+            _train(full, lm, "--ray", "--ray.mode", "async")]
+    p = _train(killed, lm, "--ray", "--ray.mode", "async")
     ckpt = killed / "checkpoints" / "latest.pt"
     deadline = time.time() + 400
     while not ckpt.exists():
@@ -194,9 +199,9 @@ def test_glam_on_ray_writes_the_plain_runs_rows_and_async_rollouts_resume_exactl
     assert [r["policy_lag"] for r in plain] == ["0"] * 4
 
     assert len(_rows(killed)) < 4
-    _finish(_train(killed, "--ray", "--ray.mode", "async", "--resume"))
+    _finish(_train(killed, lm, "--ray", "--ray.mode", "async", "--resume"))
     assert _rows(killed) == reference  # the rollout in flight was checkpointed with the worker's envs
-    p = _train(killed, "--resume", "--ray.mode", "sync", "--ray")
+    p = _train(killed, lm, "--resume", "--ray.mode", "sync", "--ray")
     out, _ = p.communicate(timeout=120)
     assert p.returncode != 0 and "ray.mode" in out  # a run cannot switch between sync and async
 
