@@ -77,6 +77,9 @@ RECIPES: dict[str, Recipe] = {
         Recipe("lamo", "llmrl.recipes.lamo",
                "LaMo: a DT whose transformer is the pre-trained LM (LoRA, MLP embeddings, language loss) vs random "
                "init and a small DT, at 1/10/100% of a dataset"),
+        Recipe("pets", "llmrl.recipes.pets", "PETS vs SAC: env steps to a return threshold; PETS started from LM-proposed actions"),
+        Recipe("curriculum", "llmrl.recipes.curriculum",
+               "Curriculum learning on a BabyAI task space: uniform, ALP-GMM, PLR and an LM teacher; held-out success"),
     )
 }
 
