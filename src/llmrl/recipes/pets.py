@@ -141,11 +141,11 @@ class PETSStudyConfig:
 Config = PETSStudyConfig
 
 PRESETS: dict[str, PETSStudyConfig] = {
-    # PETS cpu sizes (3 members of 2×64, CEM 3×100, 10 particles). Measured on one thread of this CPU
-    # under load: ~45 ms an action, so a PETS trial ≈ 10 s with its refits and an evaluation
-    # episode ≈ 9 s; SAC ≈ 110 steps/s. A PETS unit that never reaches its threshold costs ≈ 16 trials
-    # + 8 × 3 evaluation episodes ≈ 6.5 min; with runs stopping at the threshold (~1,200 steps on
-    # Pendulum) we expect ~45 min for all 18 units on one thread, ~80 min if no PETS run stops early.
+    # PETS cpu sizes (3 members of 2×64, CEM 3×100, 10 particles). Two timings disagree: pieces timed
+    # alone under load gave ~45 ms an action; the recipe itself on Pendulum, two runs side by side
+    # on the 2 cores (2026-12-07), planned at 260-310 ms an action (3 evaluation episodes: 116-148 s).
+    # At the latter a PETS unit that never reaches its threshold is ~30 min (16 trials + 8 × 3
+    # evaluation episodes); SAC ≈ 110 steps/s. Time one unit alone before planning a full run.
     "cpu": PETSStudyConfig(stop_at_threshold=True),
     # mbrl-lib's pets_cartpole (7 × 4×200, CEM 5×350, 20 particles, TS1) and longer budgets, so
     # SAC can reach the thresholds; evaluations as rl-zoo's (10 episodes). GPU-scale for PETS.
