@@ -141,9 +141,9 @@ class PETSStudyConfig:
 Config = PETSStudyConfig
 
 PRESETS: dict[str, PETSStudyConfig] = {
-    # PETS cpu sizes (3 members of 2×64, CEM 3×100, 10 particles). Two timings disagree: pieces timed
-    # alone under load gave ~45 ms an action; the recipe itself on Pendulum, two runs side by side
-    # on the 2 cores (2026-12-07), planned at 260-310 ms an action (3 evaluation episodes: 116-148 s).
+    # PETS cpu sizes (3 members of 2×64, CEM 3×100, 10 particles). Timings disagree: the planner
+    # alone plans in ~80 ms an action (one thread, an untrained ensemble, 2026-12-07); the recipe on
+    # Pendulum, two runs side by side on the 2 cores, logged 260-310 ms (3 evaluation episodes: 116-148 s).
     # At the latter a PETS unit that never reaches its threshold is ~30 min (16 trials + 8 × 3
     # evaluation episodes); SAC ≈ 110 steps/s. Time one unit alone before planning a full run.
     "cpu": PETSStudyConfig(stop_at_threshold=True),
