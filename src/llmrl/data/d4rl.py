@@ -247,31 +247,27 @@ def make(name: str, seed: int = 0, *, sac_steps: int | None = None, dataset_step
     """Build dataset ``name`` (``"<task>-<quality>"``) from ``seed`` (no cache; see :func:`load`)."""
     task, quality = parse_name(name)
     spec = _spec(task, sac_steps, dataset_steps)
+    ref = behaviour or train_behaviour(task, seed, spec, progress)  # random data needs its references too
     if quality == "random":
-        ref = behaviour or train_behaviour(task, seed, spec, progress)
         episodes = rollouts(spec.env_id, _random_policy(spec.env_id, seed), seed=seed * 10_000,
                             steps=spec.dataset_steps)
         policy_step = 0
+    elif quality == "medium-replay":
+        policy_step = ref.snapshot_steps[ref.medium_index]
+        episodes = [ep for ep, end in zip(ref.replay, ref.replay_end_steps) if end <= policy_step]
     else:
-        ref = behaviour or train_behaviour(task, seed, spec, progress)
         import torch
 
         model = _sac(spec, seed)
-        m = ref.medium_index
-        if quality == "medium-replay":
-            cut = ref.snapshot_steps[m]
-            episodes = [ep for ep, end in zip(ref.replay, ref.replay_end_steps) if end <= cut]
-            policy_step = cut
-        else:
-            parts = {"medium": [m], "expert": [len(ref.snapshots) - 1],
-                     "medium-expert": [m, len(ref.snapshots) - 1]}[quality]
-            episodes = []
-            for k, i in enumerate(parts):
-                torch.manual_seed(seed * 1000 + i)  # SAC's action sampling
-                with _one_thread():
-                    episodes += rollouts(spec.env_id, _actor_policy(model, ref.snapshots[i], False),
-                                         seed=seed * 10_000 + k * 5_000, steps=spec.dataset_steps)
-            policy_step = ref.snapshot_steps[m] if quality != "expert" else ref.snapshot_steps[-1]
+        m, last = ref.medium_index, len(ref.snapshots) - 1
+        parts = {"medium": [m], "expert": [last], "medium-expert": [m, last]}[quality]
+        episodes = []
+        for k, i in enumerate(parts):
+            with torch.random.fork_rng(devices=[]), _one_thread():
+                torch.manual_seed(seed * 1000 + i)  # SAC's action sampling, the caller's generator untouched
+                episodes += rollouts(spec.env_id, _actor_policy(model, ref.snapshots[i], False),
+                                     seed=seed * 10_000 + k * 5_000, steps=spec.dataset_steps)
+        policy_step = ref.snapshot_steps[last if quality == "expert" else m]
     data = EpisodeDataset(episodes)
     data.metadata = {
         "name": name, "task": task, "env_id": spec.env_id, "quality": quality, "seed": seed, "version": VERSION,
