@@ -141,11 +141,9 @@ class PETSStudyConfig:
 Config = PETSStudyConfig
 
 PRESETS: dict[str, PETSStudyConfig] = {
-    # PETS cpu sizes (3 members of 2×64, CEM 3×100, 10 particles). Timings disagree: the planner
-    # alone plans in ~80 ms an action (one thread, an untrained ensemble, 2026-12-07); the recipe on
-    # Pendulum, two runs side by side on the 2 cores, logged 260-310 ms (3 evaluation episodes: 116-148 s).
-    # At the latter a PETS unit that never reaches its threshold is ~30 min (16 trials + 8 × 3
-    # evaluation episodes); SAC ≈ 110 steps/s. Time one unit alone before planning a full run.
+    # PETS cpu sizes (3 members of 2×64, CEM 3×100, 10 particles). Measured 2026-12-07, one thread:
+    # run alone, a Pendulum PETS unit of 3,200 steps took 464 s (38-42 ms an action) and SAC's 27 s;
+    # with two or three runs on the 2 cores PETS planning slowed to 260-320 ms an action.
     "cpu": PETSStudyConfig(stop_at_threshold=True),
     # mbrl-lib's pets_cartpole (7 × 4×200, CEM 5×350, 20 particles, TS1) and longer budgets, so
     # SAC can reach the thresholds; evaluations as rl-zoo's (10 episodes). GPU-scale for PETS.
