@@ -117,13 +117,13 @@ class Behaviour:
         return len(self.snapshots) - 1
 
 
-def _sac(spec: TaskSpec, seed: int):
+def _sac(spec: TaskSpec, seed: int, buffer_size: int = 1_000_000):
     import gymnasium as gym
     from stable_baselines3 import SAC
 
     env = gym.make(spec.env_id)
     return SAC("MlpPolicy", env, seed=seed, learning_rate=spec.learning_rate, learning_starts=spec.learning_starts,
-               device="cpu", verbose=0)
+               buffer_size=buffer_size, device="cpu", verbose=0)
 
 
 def train_behaviour(task: str, seed: int, spec: TaskSpec | None = None,
@@ -258,7 +258,7 @@ def make(name: str, seed: int = 0, *, sac_steps: int | None = None, dataset_step
     else:
         import torch
 
-        model = _sac(spec, seed)
+        model = _sac(spec, seed, buffer_size=1)  # only its actor's shape and action scaling: snapshots load into it
         m, last = ref.medium_index, len(ref.snapshots) - 1
         parts = {"medium": [m], "expert": [last], "medium-expert": [m, last]}[quality]
         episodes = []

@@ -120,12 +120,12 @@ class _Backbones:
         self.name, self.base = name, None
 
     def get(self, pretrained: bool, seed: int) -> Any:
-        from llmrl.roles.offline_backbone import load_backbone
+        from llmrl.roles.offline_backbone import load_backbone, random_like
 
-        if not pretrained:
-            return load_backbone(self.name, pretrained=False, seed=seed)
         if self.base is None:
             self.base = load_backbone(self.name)
+        if not pretrained:  # the same architecture, fresh weights: no second load from disk
+            return random_like(self.base, seed)
         fresh = copy.deepcopy(self.base)
         fresh.tokenizer = self.base.tokenizer
         return fresh

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LMBody", "LanguageLoss", "graft_lm", "load_backbone", "prose_corpus"]
+__all__ = ["LMBody", "LanguageLoss", "graft_lm", "load_backbone", "prose_corpus", "random_like"]
 
 
 # --------------------------------------------------------------------------- the body
@@ -56,8 +56,6 @@ def load_backbone(model: str = "gemma-3-270m", *, pretrained: bool = True, seed:
     """The causal LM (a transformers ``PreTrainedModel``, fp32) named as elsewhere in llmrl
     (a registered name, a folder or a .gguf). ``pretrained=False`` keeps the architecture and
     draws fresh random weights from ``seed`` (LaMo's "without pre-training" ablation)."""
-    from transformers import AutoModelForCausalLM
-
     from llmrl.lm import load_model
 
     lm = load_model(model, dtype="fp32")
@@ -66,11 +64,18 @@ def load_backbone(model: str = "gemma-3-270m", *, pretrained: bool = True, seed:
         raise ValueError(f"LaMo needs a local transformers model; {model!r} loads as {type(lm).__name__} "
                          "(use a registered name, a model folder or a .gguf file)")
     causal.tokenizer = lm.tokenizer  # the language loss tokenises with it
-    if pretrained:
-        return causal
-    torch.manual_seed(seed)
-    fresh = AutoModelForCausalLM.from_config(causal.config, dtype=torch.float32)
-    fresh.tokenizer = lm.tokenizer
+    return causal if pretrained else random_like(causal, seed)
+
+
+def random_like(causal_lm: nn.Module, seed: int = 0) -> nn.Module:
+    """``causal_lm``'s architecture and tokenizer with fresh random weights drawn from ``seed``
+    (the caller's torch generator untouched)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = AutoModelForCausalLM.from_config(causal_lm.config, dtype=torch.float32)
+    fresh.tokenizer = causal_lm.tokenizer
     return fresh
 
 
