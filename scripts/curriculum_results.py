@@ -3,6 +3,7 @@
     python scripts/curriculum_results.py runs/curriculum-cpu
     python scripts/curriculum_results.py runs/curriculum-cpu --steps 0,245760,491520,983040
     python scripts/curriculum_results.py runs/curriculum-cpu --copy-to docs/results/data/curriculum
+    python scripts/curriculum_results.py runs/curriculum-s01 runs/curriculum-s2   # seeds run apart
 
 Every number is recomputed from ``records.jsonl`` (or its ``.gz``): a seed's held-out success at
 a step is the mean over that evaluation's episodes (the same episodes for every teacher and
@@ -10,13 +11,14 @@ seed); intervals are 95% Student-t over seeds; the area under the curve is the t
 held-out success over training; "vs uniform" pairs each teacher's AUC with uniform's of the same
 seed. The budget table is the share of training episodes each teacher gave each factor value
 (per-task counts of each run's last evaluation, averaged over seeds). ``--copy-to`` writes the
-records gzipped, with config.json.
+records gzipped (several folders: merged into one file), with each folder's config.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -75,13 +77,21 @@ def lm_table(records: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folders", type=Path, nargs="+", help="run folders (or copies) of one study, e.g. "
+                        "its seeds run in separate processes")
     parser.add_argument("--steps", help="env-step checkpoints, comma-separated (default: quarters of the run)")
     parser.add_argument("--copy-to", type=Path, help="copy the records (gzipped) and config.json here")
     args = parser.parse_args()
-    records = read_json_lines(args.folder / "records.jsonl")
-    if not records:
-        sys.exit(f"no records.jsonl(.gz) in {args.folder}: pass a `llmrl train curriculum` run folder")
+    records, runs = [], set()
+    for folder in args.folders:
+        mine = read_json_lines(folder / "records.jsonl")
+        if not mine:
+            sys.exit(f"no records.jsonl(.gz) in {folder}: pass `llmrl train curriculum` run folders")
+        here = {(r["teacher"], r["seed"]) for r in mine if r.get("kind") == "eval"}
+        if here & runs:
+            sys.exit(f"{folder} repeats (teacher, seed) runs of an earlier folder: {sorted(here & runs)}")
+        runs |= here
+        records += mine
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     print("Held-out success (mean [95% t-interval] over seeds)\n")
     print(success_table(records, steps))
@@ -93,13 +103,12 @@ def main() -> None:
         print(lm)
     if args.copy_to:
         args.copy_to.mkdir(parents=True, exist_ok=True)
-        src = args.folder / "records.jsonl"
-        if src.exists():
-            with src.open("rb") as f, gzip.open(args.copy_to / "records.jsonl.gz", "wb") as g:
-                shutil.copyfileobj(f, g)
-        else:
-            shutil.copy(args.folder / "records.jsonl.gz", args.copy_to / "records.jsonl.gz")
-        shutil.copy(args.folder / "config.json", args.copy_to / "config.json")
+        # mtime=0: the same records give the same bytes, so a re-copy does not show as a change.
+        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
+        (args.copy_to / "records.jsonl.gz").write_bytes(gzip.compress(lines, mtime=0))
+        for folder in args.folders:
+            name = "config.json" if len(args.folders) == 1 else f"config-{folder.name}.json"
+            shutil.copy(folder / "config.json", args.copy_to / name)
         print(f"\ncopied to {args.copy_to}")
 
 

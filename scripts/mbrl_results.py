@@ -4,11 +4,13 @@
     python scripts/mbrl_results.py runs/pets
     python scripts/mbrl_results.py docs/results/data/mbrl --checkpoints 400,800,1200,2000,3000
     python scripts/mbrl_results.py runs/pets --copy-to docs/results/data/mbrl
+    python scripts/mbrl_results.py runs/pets-a runs/pets-b    # tasks run in separate processes
 
 Reads ``records.jsonl`` (or ``records.jsonl.gz``); every number printed — steps to threshold with
 95% t-intervals over seeds, the sample-efficiency ratios paired by seed, the mean evaluation return
 at each checkpoint, planning speed, the LM's answers — comes from the per-episode records, not
-from ``summary.json``. ``--copy-to`` writes the records compressed with ``config.json`` beside them.
+from ``summary.json``. ``--copy-to`` writes the records compressed (several folders: merged) with
+each folder's ``config.json`` beside them.
 """
 
 from __future__ import annotations
@@ -56,13 +58,20 @@ def lm_table(units: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder", type=Path, help="a llmrl train pets folder, or a committed copy of its records")
+    p.add_argument("folders", type=Path, nargs="+", help="llmrl train pets folders of one study (e.g. its tasks "
+                   "run in separate processes), or a committed copy of their records")
     p.add_argument("--checkpoints", default="", help="env steps of the return table's rows (default: all)")
     p.add_argument("--copy-to", type=Path, help="write records.jsonl.gz and config.json here")
     args = p.parse_args(argv)
-    records = read_json_lines(args.folder / "records.jsonl")
-    if not records:
-        p.error(f"no records.jsonl(.gz) in {args.folder}")
+    records: list[dict] = []
+    for folder in args.folders:
+        mine = read_json_lines(folder / "records.jsonl")
+        if not mine:
+            p.error(f"no records.jsonl(.gz) in {folder}")
+        units = {(r["task"], r["method"], r["seed"]) for r in mine if r["kind"] == "unit"}
+        if repeated := units & {(r["task"], r["method"], r["seed"]) for r in records if r["kind"] == "unit"}:
+            p.error(f"{folder} repeats units of an earlier folder: {sorted(repeated)}")
+        records += mine
     units = recompute(records)
     summary = summarise([r for r in records if r["kind"] != "unit"] + units)
     checkpoints = [int(s) for s in args.checkpoints.split(",") if s] or None
@@ -73,10 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## The LM's proposals (pets-lm)\n\n" + lm_table(units))
     if args.copy_to:
         args.copy_to.mkdir(parents=True, exist_ok=True)
-        with gzip.open(args.copy_to / "records.jsonl.gz", "wt") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        if (args.folder / "config.json").exists():
-            shutil.copy(args.folder / "config.json", args.copy_to / "config.json")
+        # mtime=0: the same records give the same bytes, so a re-copy does not show as a change.
+        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
+        (args.copy_to / "records.jsonl.gz").write_bytes(gzip.compress(lines, mtime=0))
+        for folder in args.folders:
+            if (folder / "config.json").exists():
+                name = "config.json" if len(args.folders) == 1 else f"config-{folder.name}.json"
+                shutil.copy(folder / "config.json", args.copy_to / name)
     return 0
 
 

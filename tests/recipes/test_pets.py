@@ -41,11 +41,18 @@ def kinds(records: list[dict], kind: str, **match) -> list[dict]:
     return [r for r in records if r["kind"] == kind and all(r[k] == v for k, v in match.items())]
 
 
-def test_the_smoke_preset_compares_every_method_on_both_tasks_through_the_cli(tmp_path, lm):
-    assert main(["train", "pets", "--preset", "smoke", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+def test_the_smoke_preset_compares_every_method_on_every_task_through_the_cli(tmp_path, lm):
+    assert main(["train", "pets", "--preset", "smoke", "--out", str(tmp_path / "run"), "--quiet",
+                 "--sac-env-steps", "40,40,60"]) == 0
     records = read_json_lines(tmp_path / "run" / "records.jsonl")
+    assert not kinds(records, "unit", task="Reacher-v5", method="pets-lm")  # the prior writes 1-D actions
+    (sac_reacher,) = kinds(records, "unit", task="Reacher-v5", method="sac")
+    assert sac_reacher["budget"] == 60 and [r["env_steps"] for r in kinds(records, "eval", task="Reacher-v5",
+                                                                          method="sac")] == [20, 40, 60]
     for task in recipe.TASKS:
         for method in recipe.METHODS:
+            if task == "Reacher-v5" and method != "pets":
+                continue
             one = dict(task=task, method=method, seed=0)
             assert [r["env_steps"] for r in kinds(records, "eval", **one)] == [20, 40]
             assert all(len(r["returns"]) == 1 and r["actions"] == 10 for r in kinds(records, "eval", **one))
@@ -100,11 +107,14 @@ def test_a_killed_run_resumes_to_the_same_records_and_a_finished_one_does_no_wor
 
 @pytest.mark.parametrize("change, field", [
     (dict(thresholds=(-200.0,)), "thresholds"),
-    (dict(env_steps=(3000, 3000, 3000)), "env_steps"),
+    (dict(env_steps=(3000, 3000, 3000, 3000)), "env_steps"),
+    (dict(sac_env_steps=(3000,)), "sac_env_steps"),
     (dict(methods=("pets", "ppo")), "methods"),
-    (dict(tasks=("HalfCheetah-v5", "Pendulum-v1")), "tasks"),
+    (dict(tasks=("HalfCheetah-v5", "Pendulum-v1"), env_steps=(400, 400), thresholds=(0, 0)), "tasks"),
     (dict(eval_every=300), "eval_every"),
-    (dict(env_steps=(100, 3000)), "env_steps"),
+    (dict(env_steps=(100, 3000, 3000)), "env_steps"),
+    (dict(eval_every=420, tasks=("Reacher-v5",), env_steps=(3000,), thresholds=(-4,), sac_env_steps=None),
+     "Reacher-v5's trial length"),
     (dict(eval_episodes=0), "eval_episodes"),
     (dict(prior_std=0.0), "prior_std"),
 ])  # fmt: skip

@@ -28,6 +28,7 @@ from llmrl.rl.mbrl import (
     imagine,
     pendulum_reward,
     pendulum_step,
+    reacher_reward,
     train_pets,
 )
 
@@ -218,6 +219,16 @@ def test_the_swingup_env_is_a_valid_gymnasium_env_that_starts_down_and_has_a_tor
         obs = next_obs
     upright = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]])
     assert cartpole_swingup_reward(upright, torch.zeros(1, 1)).item() == pytest.approx(1.0)
+
+
+def test_the_reacher_reward_is_gymnasiums_from_the_next_observation():
+    env = gym.make("Reacher-v5")
+    obs, _ = env.reset(seed=3)
+    env.action_space.seed(3)
+    for _ in range(20):
+        action = env.action_space.sample()
+        obs, reward, *_ = env.step(action)
+        assert reacher_reward(torch.tensor(obs[None]), torch.tensor(action[None])).item() == pytest.approx(reward)
 
 
 TINY = PETSConfig(ensemble_size=2, hidden_sizes=(16,), num_elites=2, horizon=4, population=16, cem_iterations=2,

@@ -236,7 +236,15 @@ def cartpole_swingup_reward(next_obs: torch.Tensor, action: torch.Tensor) -> tor
     return torch.exp(-squared_distance / length**2) - swingup.ACTION_COST * action.clamp(-1.0, 1.0).square().sum(-1)
 
 
-REWARD_FNS: dict[str, RewardFn] = {"Pendulum-v1": pendulum_reward, CARTPOLE_SWINGUP_ID: cartpole_swingup_reward}
+def reacher_reward(next_obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """−‖fingertip − target‖ − ‖a‖², Gymnasium Reacher-v5's reward (both weights 1): the env scores
+    the state after the step, and its observation ends with the fingertip's offset from the target
+    in the plane (the two bodies share their height), so the reward is exact."""
+    return -next_obs[..., 8:10].norm(dim=-1) - action.clamp(-1.0, 1.0).square().sum(-1)
+
+
+REWARD_FNS: dict[str, RewardFn] = {"Pendulum-v1": pendulum_reward, CARTPOLE_SWINGUP_ID: cartpole_swingup_reward,
+                                   "Reacher-v5": reacher_reward}
 """Known reward functions by env id, used by :func:`train_pets` when it is given none."""
 TRUE_DYNAMICS: dict[str, StepFn] = {"Pendulum-v1": pendulum_step, CARTPOLE_SWINGUP_ID: cartpole_swingup_step}
 """Known dynamics by env id: plan with them (:class:`PETSAgent`) to bound what a learned model can reach."""
