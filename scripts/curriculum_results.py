@@ -1,7 +1,7 @@
 """The tables of docs/results/curriculum.md, from a `llmrl train curriculum` run folder or its copy.
 
     python scripts/curriculum_results.py runs/curriculum-cpu
-    python scripts/curriculum_results.py runs/curriculum-cpu --steps 0,245760,491520,983040
+    python scripts/curriculum_results.py runs/curriculum-cpu --steps 0,122880,245760,491520
     python scripts/curriculum_results.py runs/curriculum-cpu --copy-to docs/results/data/curriculum
     python scripts/curriculum_results.py runs/curriculum-s01 runs/curriculum-s2   # seeds run apart
 

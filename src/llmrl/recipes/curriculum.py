@@ -184,15 +184,13 @@ Config = CurriculumConfig
 _SMOKE_SYMBOLIC = SymbolicPPOConfig(n_envs=4, features_dim=32,
                                     ppo=PPOConfig(n_steps=32, n_epochs=1, minibatch_size=64, learning_rate=3e-4))
 PRESETS: dict[str, CurriculumConfig] = {
-    # A few hours on 2 CPU cores. Timed (3 updates and one evaluation, one torch thread, on a
-    # loaded machine): 1.65 s per 2,048-step update, 1.4 s per evaluation of 80 episodes, 4-6 s
-    # per LM ask (gemma-3-270m, 38 tasks). A run: 480 updates ~13 min + 13 evaluations; an LM
-    # run adds ~15k episodes / 64 asks x 5 s ~ 20 min. 12 runs: ~3.5 h in one process, about
-    # half that with the seeds split over two processes (--seeds 0 / --seeds 1,2).
-    # Three families without putnext (rarely solved by a small PPO budget), rooms 5 and 6:
-    # 38 training and 8 held-out tasks.
+    # About 1.5 h on 2 CPU cores with the seeds split over two processes (--seeds 0,1 / --seeds 2).
+    # Measured 2026-12-07, one torch thread: a 491,520-step run (240 updates of 2,048 steps, 13
+    # evaluations of 80 episodes) took 8 min alone on a core; the LM teacher adds its asks
+    # (gemma-3-270m, 38 tasks, 4-6 s each, one per 64 episodes). Three families without putnext
+    # (rarely solved by a small PPO budget), rooms 5 and 6: 38 training and 8 held-out tasks.
     "cpu": CurriculumConfig(families=("goto", "pickup", "open"), room_sizes=(5, 6), num_dists=(0, 2, 4),
-                            total_env_steps=983_040, eval_every=81_920, eval_episodes=10,
+                            total_env_steps=491_520, eval_every=40_960, eval_episodes=10,
                             alp_gmm=ALPGMMConfig(fit_rate=100), lm_teacher=LMTeacherConfig(ask_every=64)),
     # PLR's MiniGrid scale (tens of millions of steps would be Procgen's): a GPU-days budget, not run here.
     "paper": CurriculumConfig(total_env_steps=20_971_520, eval_every=524_288, eval_episodes=50,
