@@ -107,8 +107,9 @@ def main() -> None:
         lines = "".join(json.dumps(r) + "\n" for r in records).encode()
         (args.copy_to / "records.jsonl.gz").write_bytes(gzip.compress(lines, mtime=0))
         for folder in args.folders:
-            name = "config.json" if len(args.folders) == 1 else f"config-{folder.name}.json"
-            shutil.copy(folder / "config.json", args.copy_to / name)
+            if (folder / "config.json").exists():  # a copy holds config-<run>.json files instead
+                name = "config.json" if len(args.folders) == 1 else f"config-{folder.name}.json"
+                shutil.copy(folder / "config.json", args.copy_to / name)
         print(f"\ncopied to {args.copy_to}")
 
 

@@ -3,8 +3,8 @@
 The claim tested: model-based RL with a learned probabilistic ensemble and MPC (PETS, Chua et al.
 2018, arXiv:1805.12114) needs far fewer env steps than model-free RL — the PETS abstract reports
 8× fewer than SAC on half-cheetah. Here, on Pendulum-v1, the continuous cart-pole swing-up
-(:mod:`llmrl.envs.cartpole_swingup`) and MuJoCo's Reacher-v5 (Gymnasium), we count **env steps to a return threshold** stated in
-advance (``thresholds``) and report the sample-efficiency ratio SAC steps / PETS steps with a
+(:mod:`llmrl.envs.cartpole_swingup`) and MuJoCo's Reacher-v5 (Gymnasium), we count **env steps
+to a return threshold** stated in advance (``thresholds``) and report the sample-efficiency ratio SAC steps / PETS steps with a
 t-interval over seeds. The LM's role (issue 20 §1): ``pets-lm`` is PETS whose CEM starts each
 trial from an action sequence the LM writes after reading the task and the start state in words
 (:class:`llmrl.roles.mpc_prior.LMActionPrior`); the question is whether it cuts the steps to
@@ -20,7 +20,8 @@ table still compares the methods at equal steps). A trial is one episode of the 
   on-policy return lands in the records and the agent is evaluated at the checkpoints.
 * ``sac`` — Stable-Baselines3 SAC with its defaults, and rl-zoo's hyperparameters where rl-zoo
   has the task (:data:`SAC_ZOO`: Pendulum-v1 learning rate 1e-3); rl-zoo's Reacher entry is
-  for PPO/TD3, and the swing-up is ours, so SB3's defaults there. Its buffer holds the whole budget, as SB3's default 1M does.
+  for PPO/TD3, and the swing-up is ours, so SB3's defaults there. Its buffer holds the whole
+  budget, as SB3's default 1M does.
 * ``pets-lm`` — ``pets`` with the LM's prior at the start of every MPC trial and every
   evaluation episode (one ``generate`` call each, memoised per start state; never mid-episode:
   the CEM's warm start carries the plan on, and LM calls cost ~1 s on a CPU). The prior writes
@@ -46,8 +47,8 @@ learned model can make this planner do:
 * Reacher −10 (a random policy scores about −43; Gymnasium's ``reward_threshold``, −3.75, is
   its "solved"). MuJoCo has no torch twin here, so there is no true-dynamics reference; a
   one-seed pilot of the ``cpu`` PETS evaluated −23, −13 and −9.5 after 400, 800 and 1,600 env
-  steps, so −3.75 would censor every run and compare nothing. −10 is "the fingertip reaches the
-  target and stays near it from most starts".
+  steps, so −3.75 would censor every run and compare nothing. −10 turned out a low bar: doing
+  nothing scores −13.5 on these starts (docs/results/mbrl.md shows a one-seed run to −6).
 
 Run folder: ``records.jsonl`` (kinds ``episode``: every training trial/episode's return;
 ``eval``: every evaluation episode's return at a checkpoint, with planning time; ``unit``: a
@@ -380,7 +381,6 @@ def run(config: PETSStudyConfig, out: str | os.PathLike[str], *, resume: bool = 
                 name = f"{SHORT[task]}-{method}-s{seed}"
                 prior = None
                 if method == "pets-lm":
-
                     lm = lm or load_lm(config.lm, config.lm_dtype)
                     space = _action_space(task)
                     prior = LMActionPrior(lm, task, action_low=space.low, action_high=space.high,
