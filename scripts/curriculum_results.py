@@ -17,9 +17,6 @@ records gzipped (several folders: merged into one file), with each folder's conf
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from llmrl.recipes.curriculum import auc, budget, budget_table, curves  # noqa: E402
-from llmrl.runs import read_json_lines  # noqa: E402
+from llmrl.runs import copy_study, read_study  # noqa: E402
 from llmrl.stats import t_interval  # noqa: E402
 
 
@@ -82,16 +79,10 @@ def main() -> None:
     parser.add_argument("--steps", help="env-step checkpoints, comma-separated (default: quarters of the run)")
     parser.add_argument("--copy-to", type=Path, help="copy the records (gzipped) and config.json here")
     args = parser.parse_args()
-    records, runs = [], set()
-    for folder in args.folders:
-        mine = read_json_lines(folder / "records.jsonl")
-        if not mine:
-            sys.exit(f"no records.jsonl(.gz) in {folder}: pass `llmrl train curriculum` run folders")
-        here = {(r["teacher"], r["seed"]) for r in mine if r.get("kind") == "eval"}
-        if here & runs:
-            sys.exit(f"{folder} repeats (teacher, seed) runs of an earlier folder: {sorted(here & runs)}")
-        runs |= here
-        records += mine
+    try:
+        records = read_study(args.folders, lambda r: (r["teacher"], r["seed"]) if r.get("kind") == "eval" else None)
+    except ValueError as e:
+        sys.exit(str(e))
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     print("Held-out success (mean [95% t-interval] over seeds)\n")
     print(success_table(records, steps))
@@ -102,14 +93,7 @@ def main() -> None:
         print("\nThe LM teacher at the end of training (mean over seeds)\n")
         print(lm)
     if args.copy_to:
-        args.copy_to.mkdir(parents=True, exist_ok=True)
-        # mtime=0: the same records give the same bytes, so a re-copy does not show as a change.
-        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
-        (args.copy_to / "records.jsonl.gz").write_bytes(gzip.compress(lines, mtime=0))
-        for folder in args.folders:
-            if (folder / "config.json").exists():  # a copy holds config-<run>.json files instead
-                name = "config.json" if len(args.folders) == 1 else f"config-{folder.name}.json"
-                shutil.copy(folder / "config.json", args.copy_to / name)
+        copy_study(args.folders, records, args.copy_to)
         print(f"\ncopied to {args.copy_to}")
 
 

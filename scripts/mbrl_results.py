@@ -16,9 +16,6 @@ each folder's ``config.json`` beside them.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -32,7 +29,7 @@ from llmrl.recipes.pets import (  # noqa: E402
     steps_to_threshold,
     summarise,
 )
-from llmrl.runs import read_json_lines  # noqa: E402
+from llmrl.runs import copy_study, read_study  # noqa: E402
 
 
 def recompute(records: list[dict]) -> list[dict]:
@@ -63,15 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", default="", help="env steps of the return table's rows (default: all)")
     p.add_argument("--copy-to", type=Path, help="write records.jsonl.gz and config.json here")
     args = p.parse_args(argv)
-    records: list[dict] = []
-    for folder in args.folders:
-        mine = read_json_lines(folder / "records.jsonl")
-        if not mine:
-            p.error(f"no records.jsonl(.gz) in {folder}")
-        units = {(r["task"], r["method"], r["seed"]) for r in mine if r["kind"] == "unit"}
-        if repeated := units & {(r["task"], r["method"], r["seed"]) for r in records if r["kind"] == "unit"}:
-            p.error(f"{folder} repeats units of an earlier folder: {sorted(repeated)}")
-        records += mine
+    try:
+        records = read_study(args.folders, lambda r: (r["task"], r["method"], r["seed"]) if r["kind"] == "unit" else None)
+    except ValueError as e:
+        p.error(str(e))
     units = recompute(records)
     summary = summarise([r for r in records if r["kind"] != "unit"] + units)
     checkpoints = [int(s) for s in args.checkpoints.split(",") if s] or None
@@ -81,14 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(u.get("lm_stats") for u in units):
         print("\n## The LM's proposals (pets-lm)\n\n" + lm_table(units))
     if args.copy_to:
-        args.copy_to.mkdir(parents=True, exist_ok=True)
-        # mtime=0: the same records give the same bytes, so a re-copy does not show as a change.
-        lines = "".join(json.dumps(r) + "\n" for r in records).encode()
-        (args.copy_to / "records.jsonl.gz").write_bytes(gzip.compress(lines, mtime=0))
-        for folder in args.folders:
-            if (folder / "config.json").exists():
-                name = "config.json" if len(args.folders) == 1 else f"config-{folder.name}.json"
-                shutil.copy(folder / "config.json", args.copy_to / name)
+        copy_study(args.folders, records, args.copy_to)
     return 0
 
 

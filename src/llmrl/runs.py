@@ -31,7 +31,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -426,3 +426,38 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
             return [json.loads(line) for line in f if line.strip()]
     with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_study(folders: Sequence[Path], unit: Callable[[dict[str, Any]], Any]) -> list[dict[str, Any]]:
+    """The records of one study run as several folders (e.g. its seeds in separate processes),
+    concatenated. ``unit(record)`` names the run a record belongs to (None: no run); a folder
+    without records, or one that repeats a run of an earlier folder, is a ValueError naming it."""
+    records: list[dict[str, Any]] = []
+    seen: set[Any] = set()
+    for folder in folders:
+        mine = read_json_lines(Path(folder) / "records.jsonl")
+        if not mine:
+            raise ValueError(f"no records.jsonl(.gz) in {folder}: pass run folders or their committed copies")
+        here = {u for r in mine if (u := unit(r)) is not None}
+        if here & seen:
+            raise ValueError(f"{folder} repeats runs of an earlier folder: {sorted(here & seen, key=str)}")
+        seen |= here
+        records += mine
+    return records
+
+
+def copy_study(folders: Sequence[Path], records: Iterable[Mapping[str, Any]], dest: Path) -> None:
+    """Commit a study's records to ``dest``: ``records.jsonl.gz`` (gzip mtime 0, so the same
+    records give the same bytes and a re-copy does not show as a change) and each folder's
+    config.json (``config-<folder>.json`` when there are several; a copy has none to give)."""
+    import gzip
+    import shutil
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r) + "\n" for r in records).encode()
+    (dest / "records.jsonl.gz").write_bytes(gzip.compress(lines, mtime=0))
+    for folder in map(Path, folders):
+        if (folder / "config.json").exists():
+            name = "config.json" if len(folders) == 1 else f"config-{folder.name}.json"
+            shutil.copy(folder / "config.json", dest / name)
